@@ -1,0 +1,1 @@
+"""One folder per domain (ingest, rollups, ml, publish), each exporting its own `defs`."""

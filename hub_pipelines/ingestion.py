@@ -1,0 +1,103 @@
+"""Ingest batch files from a landing zone into the warehouse: the one path the sensor-launched
+assets and `hub ingest` share (no Dagster import; callers pass a logger)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from hub_pipelines.events.batches import LandedBatch, prepare_batches
+from hub_pipelines.landing import LandingZone
+from hub_pipelines.warehouse import Warehouse
+from hub_pipelines.warehouse.event_writer import BatchOutcome, summarise, write_batch
+
+log = logging.getLogger(__name__)
+
+# Batches are validated together up to this many bytes, bounding memory whatever a run is given.
+CHUNK_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class IngestReport:
+    outcomes: list[BatchOutcome] = field(default_factory=list)
+    archived: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # listed but gone (archived by another run)
+
+    @property
+    def summary(self) -> dict:
+        return summarise(self.outcomes) | {"missing_files": len(self.missing)}
+
+
+def ingest_files(
+    warehouse: Warehouse,
+    zone: LandingZone,
+    keys: list[str],
+    *,
+    run_id: str | None = None,
+    received_at: datetime | None = None,
+    archive: bool = True,
+    progress: Callable[[int, int, BatchOutcome], None] | None = None,
+    logger: logging.Logger | None = None,
+) -> IngestReport:
+    """Ingest the given landing keys, each batch in its own transaction, archiving each after
+    its transaction commits. A batch already in the ledger is archived and not written again."""
+    logger = logger or log
+    report = IngestReport()
+    done = 0
+    with warehouse.session() as session:
+        for chunk in _chunks(zone, keys, report, logger):
+            prepared = prepare_batches(chunk, received_at or datetime.now(UTC))
+            done = _write_chunk(
+                warehouse, zone, prepared, session, report, run_id, archive, done, len(keys), progress, logger
+            )
+    return report
+
+
+def _write_chunk(
+    warehouse, zone, prepared, session, report, run_id, archive, done, total, progress, logger
+) -> int:
+    """Write each prepared batch in its own transaction, archiving it once committed."""
+    for batch in prepared:
+        outcome = write_batch(warehouse, batch, run_id=run_id, session=session)
+        report.outcomes.append(outcome)
+        if archive:
+            report.archived[batch.landing_key] = zone.archive(batch.landing_key, batch.batch_id)
+        done += 1
+        if progress:
+            progress(done, total, outcome)
+        logger.info(
+            "%s: %s events in, %s stored, %s duplicates, %s dead-lettered%s",
+            batch.landing_key,
+            outcome.events_in,
+            outcome.stored,
+            outcome.duplicates,
+            outcome.dead_lettered,
+            " (already ingested)" if outcome.already_ingested else "",
+        )
+    return done
+
+
+def _chunks(zone: LandingZone, keys: list[str], report: IngestReport, logger: logging.Logger):
+    chunk: list[LandedBatch] = []
+    size = 0
+    for key in keys:
+        try:
+            data = zone.read(key)
+        except (FileNotFoundError, KeyError) as exc:
+            logger.warning("%s is no longer in %s (%s); another run took it", key, zone.describe(), exc)
+            report.missing.append(key)
+            continue
+        except Exception as exc:  # botocore's NoSuchKey has no common base with FileNotFoundError
+            if type(exc).__name__ != "NoSuchKey":
+                raise
+            report.missing.append(key)
+            continue
+        chunk.append(LandedBatch(key=key, data=data, zone=zone.describe()))
+        size += len(data)
+        if size >= CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk

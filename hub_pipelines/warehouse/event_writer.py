@@ -1,0 +1,263 @@
+"""Write a prepared batch in one transaction: events, dead letters, catalog, ledger row.
+
+If anything fails, or the process is killed, nothing of the batch is written, and the ledger row
+that marks it done is part of the same transaction: running the batch again writes it exactly once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from hub_pipelines.events.batches import PreparedBatch
+from hub_pipelines.warehouse.store import Warehouse
+from hub_pipelines.warehouse.tables import asset_catalog, dead_letter_events, events, ingest_ledger
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did to the warehouse. events_in = stored + duplicates + dead_lettered."""
+
+    batch_id: str
+    landing_key: str
+    events_in: int
+    stored: int
+    duplicates: int
+    dead_lettered: int
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
+    min_event_time: datetime | None = None
+    max_event_time: datetime | None = None
+    hours_touched: list[str] = field(default_factory=list)  # ISO hours (UTC) that gained events
+    already_ingested: bool = False
+
+    def as_dict(self) -> dict:
+        out = dict(self.__dict__)
+        for key in ("min_event_time", "max_event_time"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+
+def _columns(table: sa.Table) -> str:
+    return ", ".join(c.name for c in table.columns)
+
+
+def write_batch(
+    warehouse: Warehouse,
+    batch: PreparedBatch,
+    run_id: str | None = None,
+    session: sa.Connection | None = None,
+) -> BatchOutcome:
+    """Write one batch in one transaction, on a `warehouse.session()` connection when given."""
+    if session is None:
+        with warehouse.session() as conn:
+            return write_batch(warehouse, batch, run_id, conn)
+    with session.begin():
+        return _write(warehouse, session, batch, run_id)
+
+
+def _write(
+    warehouse: Warehouse, conn: sa.Connection, batch: PreparedBatch, run_id: str | None
+) -> BatchOutcome:
+    done = (
+        conn.execute(sa.select(ingest_ledger).where(ingest_ledger.c.batch_id == batch.batch_id))
+        .mappings()
+        .first()
+    )
+    if done is not None:
+        return _outcome_from_ledger(done, batch)
+
+    fresh = _insert_duckdb(conn, batch) if warehouse.is_duckdb else _insert_postgres(warehouse, conn, batch)
+    stored = int(pc.sum(fresh).as_py() or 0) if len(fresh) else 0
+    fresh_times = (
+        batch.rows["event_time"].filter(fresh) if stored else pa.array([], pa.timestamp("us", tz="UTC"))
+    )
+
+    if batch.dead_letters.num_rows:
+        warehouse.stage(conn, "staged_dead_letters", batch.dead_letters)
+        conn.execute(
+            sa.text(
+                f"INSERT INTO dead_letter_events ({_columns(dead_letter_events)})"
+                f" SELECT {_columns(dead_letter_events)} FROM staged_dead_letters"
+                " ON CONFLICT (batch_id, record_index) DO NOTHING"
+            )
+        )
+        warehouse.unstage(conn, "staged_dead_letters")
+
+    if batch.catalog.num_rows:
+        _upsert_catalog(warehouse, conn, batch.catalog)
+
+    hours = _hours(fresh_times)
+    outcome = BatchOutcome(
+        batch_id=batch.batch_id,
+        landing_key=batch.landing_key,
+        events_in=batch.events_in,
+        stored=stored,
+        duplicates=batch.duplicates_in_batch + (batch.kept - stored),
+        dead_lettered=batch.dead_lettered,
+        dead_by_reason=batch.dead_by_reason,
+        min_event_time=pc.min(fresh_times).as_py() if len(fresh_times) else None,
+        max_event_time=pc.max(fresh_times).as_py() if len(fresh_times) else None,
+        hours_touched=hours,
+    )
+    conn.execute(
+        ingest_ledger.insert().values(
+            batch_id=batch.batch_id,
+            landing_zone=batch.zone,
+            landing_key=batch.landing_key,
+            size_bytes=batch.size_bytes,
+            events_in=outcome.events_in,
+            stored=outcome.stored,
+            duplicates=outcome.duplicates,
+            dead_lettered=outcome.dead_lettered,
+            min_event_time=outcome.min_event_time,
+            max_event_time=outcome.max_event_time,
+            hours_touched=orjson.dumps(hours).decode(),
+            dead_by_reason=orjson.dumps(batch.dead_by_reason).decode(),
+            run_id=run_id,
+            ingested_at=datetime.now(UTC),
+        )
+    )
+    return outcome
+
+
+def _insert_duckdb(conn: sa.Connection, batch: PreparedBatch) -> pa.Array:
+    """Insert the kept rows straight from the batch's validated rows (no filtered copy); returns
+    which rows were stored.
+
+    DuckDB has a single writer, so asking first which event_ids are already stored (almost always
+    none) and then inserting the rest cannot race; it spares an anti-join and RETURNING, which
+    cost more than the insert itself."""
+    if not batch.kept:
+        return pa.array([False] * batch.rows.num_rows)
+    # The raw text and payload dominate the bytes written; zstd stores them 7x smaller than
+    # DuckDB's default string compression in a third of its time.
+    conn.exec_driver_sql("SET force_compression = 'zstd'")
+    raw = conn.connection.driver_connection
+    rows = batch.rows.select([c for c in batch.rows.column_names if c != "reasons"]).append_column(
+        "keep", batch.keep
+    )
+    raw.register("staged_rows", rows)
+    try:
+        stored_before = (
+            conn.execute(
+                sa.text(
+                    "SELECT s.event_id FROM staged_rows s JOIN events e ON e.event_id = s.event_id WHERE s.keep"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        fresh = batch.keep
+        if stored_before:
+            known = pc.is_in(batch.rows["event_id"], value_set=pa.array(stored_before, pa.string()))
+            fresh = pc.and_(batch.keep, pc.invert(known))
+            raw.unregister("staged_rows")
+            raw.register("staged_rows", rows.set_column(rows.schema.get_field_index("keep"), "keep", fresh))
+        select = ", ".join(
+            {"original": "s.raw_text", "batch_id": ":batch_id", "ingested_at": ":ingested_at"}.get(
+                c.name, f"s.{c.name}"
+            )
+            for c in events.columns
+        )
+        conn.execute(
+            sa.text(
+                f"INSERT INTO events ({_columns(events)}) SELECT {select} FROM staged_rows s WHERE s.keep"
+            ),
+            {"batch_id": batch.batch_id, "ingested_at": batch.received_at},
+        )
+        return fresh
+    finally:
+        raw.unregister("staged_rows")
+
+
+def _insert_postgres(warehouse: Warehouse, conn: sa.Connection, batch: PreparedBatch) -> pa.Array:
+    """COPY the kept rows into a temporary table, then insert what the primary key admits (safe
+    with several writers at once); returns which rows were stored."""
+    if not batch.kept:
+        return pa.array([False] * batch.rows.num_rows)
+    warehouse.stage(conn, "staged_events", batch.events)
+    try:
+        inserted = (
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO events ({_columns(events)}) SELECT {_columns(events)} FROM staged_events"
+                    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    finally:
+        warehouse.unstage(conn, "staged_events")
+    if len(inserted) == batch.kept:
+        return batch.keep
+    return pc.and_(batch.keep, pc.is_in(batch.rows["event_id"], value_set=pa.array(inserted, pa.string())))
+
+
+def _hours(times: pa.ChunkedArray) -> list[str]:
+    if len(times) == 0:
+        return []
+    truncated = pc.floor_temporal(times, unit="hour")
+    return sorted(t.isoformat() for t in pc.unique(truncated).to_pylist())
+
+
+def _upsert_catalog(warehouse: Warehouse, conn: sa.Connection, catalog: pa.Table) -> None:
+    warehouse.stage(conn, "staged_catalog", catalog)
+    cols = _columns(asset_catalog)
+    updates = ", ".join(
+        f"{c.name} = excluded.{c.name}"
+        for c in asset_catalog.columns
+        if c.name not in ("tenant_id", "asset_id")
+    )
+    conn.execute(
+        sa.text(
+            f"INSERT INTO asset_catalog ({cols}) SELECT {cols} FROM staged_catalog"
+            f" ON CONFLICT (tenant_id, asset_id) DO UPDATE SET {updates}"
+            " WHERE asset_catalog.updated_at <= excluded.updated_at"
+        )
+    )
+    warehouse.unstage(conn, "staged_catalog")
+
+
+def _outcome_from_ledger(row, batch: PreparedBatch) -> BatchOutcome:
+    """A batch seen again (re-upload, retried run): nothing is written; report the first time."""
+    return BatchOutcome(
+        batch_id=row["batch_id"],
+        landing_key=batch.landing_key,
+        events_in=row["events_in"],
+        stored=row["stored"],
+        duplicates=row["duplicates"],
+        dead_lettered=row["dead_lettered"],
+        dead_by_reason=orjson.loads(row["dead_by_reason"]),
+        min_event_time=row["min_event_time"],
+        max_event_time=row["max_event_time"],
+        hours_touched=[],
+        already_ingested=True,
+    )
+
+
+def summarise(outcomes: list[BatchOutcome]) -> dict:
+    """Totals over batches, as `hub ingest` prints them and assets report them."""
+    reasons: Counter[str] = Counter()
+    for o in outcomes:
+        reasons.update(o.dead_by_reason if not o.already_ingested else {})
+    fresh = [o for o in outcomes if not o.already_ingested]
+    times = [t for o in fresh for t in (o.min_event_time, o.max_event_time) if t]
+    return {
+        "files": len(outcomes),
+        "files_already_ingested": len(outcomes) - len(fresh),
+        "events_in": sum(o.events_in for o in fresh),
+        "stored": sum(o.stored for o in fresh),
+        "duplicates": sum(o.duplicates for o in fresh),
+        "dead_lettered": sum(o.dead_lettered for o in fresh),
+        "dead_lettered_by_reason": dict(sorted(reasons.items())),
+        "min_event_time": min(times).isoformat() if times else None,
+        "max_event_time": max(times).isoformat() if times else None,
+        "hours_touched": sorted({h for o in fresh for h in o.hours_touched}),
+    }
