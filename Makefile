@@ -6,7 +6,7 @@ export HUB_HOME ?= $(CURDIR)/.hub
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test dev lint bench clean
+.PHONY: install demo test test-deps dev lint bench clean
 
 # torch first, from the CPU wheel on this machine: installed later as a dependency, pip would pull
 # gigabytes of CUDA wheels instead.
@@ -23,8 +23,17 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/hub demo
 
-test: install lint
+test: install lint test-deps
 	$(BIN)/pytest -q
+
+# What the suite needs beyond the venv: Debian's Chromium for tests/e2e/test_reports_chromium.py
+# (installed when missing and we are root, as on CI; HUB_CHROMIUM names another binary) and the
+# docker-compose validator venv for tests/integration/test_deploy.py.
+test-deps: compose-validator
+	@command -v $${HUB_CHROMIUM:-chromium} >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "tests need Chromium: sudo apt-get install -y chromium (or set HUB_CHROMIUM)" >&2; exit 1; fi; }
 
 lint: install
 	$(BIN)/ruff check .
