@@ -153,16 +153,21 @@ def _wait_for_workers(broker: str, names: tuple[str, ...], processes, logs, time
     app = make_worker_app(broker)
     deadline = time.monotonic() + timeout_s
     seen: set[str] = set()
-    while time.monotonic() < deadline:
-        for process, log in zip(processes, logs, strict=True):
-            if process.poll() is not None:
-                pytest.fail(f"worker exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        replies = app.control.inspect(timeout=1.0).ping() or {}
-        seen = set(replies)
-        if seen >= set(names):
-            return
-        time.sleep(0.5)
-    pytest.fail(f"workers not ready after {timeout_s}s (answering: {sorted(seen)})")
+    try:
+        while time.monotonic() < deadline:
+            for process, log in zip(processes, logs, strict=True):
+                if process.poll() is not None:
+                    pytest.fail(f"worker exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            replies = app.control.inspect(timeout=1.0).ping() or {}
+            seen = set(replies)
+            if seen >= set(names):
+                return
+            time.sleep(0.5)
+        pytest.fail(f"workers not ready after {timeout_s}s (answering: {sorted(seen)})")
+    finally:
+        # An open broker pool outlives the test, and kombu's after-fork hook would then block any later
+        # fork of this process on a Redis read.
+        app.close()
 
 
 def _require_redis() -> None:

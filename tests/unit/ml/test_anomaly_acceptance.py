@@ -17,6 +17,7 @@ label P 0.812 R 0.907: its false alarms weigh more there).
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 
@@ -73,7 +74,8 @@ def generator_results() -> dict[str, tuple[WindowMetrics, WindowMetrics]]:
         for (tenant, model), frame in hourly.groupby(["tenant_id", "model"]):
             labels = [lb for lb in sim.labels if lb["tenant_id"] == tenant and lb["model"] in (None, model)]
             tasks.append((seed, tenant, model, frame.set_index("ts"), metrics, labels))
-    with ProcessPoolExecutor(2) as pool:
+    # spawn, not fork: a forked child inherits whatever earlier tests left open in this process.
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(_score_series_group, tasks))
     totals: dict[str, tuple[WindowMetrics, WindowMetrics]] = {}
     for part in parts:
