@@ -43,7 +43,7 @@ def test_alerts_are_evaluated_after_rollups_anomalies_or_forecasts_change():
         assert requested == 1
         requested, cursor = _requested(instance, cursor)
         assert requested == 0  # handled
-        instance.report_runless_asset_event(dg.AssetMaterialization(ANOMALIES))
+        instance.report_runless_asset_event(dg.AssetMaterialization(ANOMALIES, partition="2026-11-19-11:00"))
         requested, cursor = _requested(instance, cursor)
         assert requested == 1
         requested, cursor = _requested(instance, cursor)
