@@ -591,11 +591,11 @@ def forecasts(
         png = plots.forecast_plot(panels)
         metadata["plot"] = dg.MetadataValue.md(plots.markdown_image(png, "history, forecast and 95% band"))
     if config.scenarios:
-        results = _scenarios(context, wh, config, made)
+        results, written_scenarios = _scenarios(context, wh, config, made)
         metadata["what_if"] = dg.MetadataValue.md(
             forecast.what_if_table(results) if results else "_no spend series_"
         )
-        metadata["rows_scenarios"] = sum(len(r.frame) for r in results)
+        metadata["rows_scenarios"] = written_scenarios  # rows stored, like rows_baseline
         for r in results:
             metadata[f"what_if_{r.scenario.name}_difference_total"] = r.summary["difference_total"]
     return dg.MaterializeResult(metadata=metadata)
@@ -613,14 +613,16 @@ def _history(wh, spec: SeriesSpec, origin: pd.Timestamp) -> pd.Series:
     return found.get(spec, pd.Series(dtype=float))
 
 
-def _scenarios(context, wh, config: ForecastsConfig, made: list) -> list:
-    """Apply each configured scenario to every spend series with a champion; store and return them."""
+def _scenarios(context, wh, config: ForecastsConfig, made: list) -> tuple[list, int]:
+    """Apply each configured scenario to every spend series with a champion and store them; returns
+    the results and the number of forecasts-table rows written (every stored horizon)."""
     from hub_ml.forecast import ForecastInputError, Scenario
     from hub_pipelines.ml_training import forecast
 
     settings = forecast.ForecastSettings(quick=config.scenario_quick, level=config.level)
     spend = [f for f in made if f.champion.spec.metric == "spend_usd"]
     results = []
+    written = 0
     for scenario_config in config.scenarios:
         if scenario_config.name == "baseline" or not scenario_config.name.strip():
             raise dg.Failure(f"scenario name {scenario_config.name!r} is reserved or empty")
@@ -654,8 +656,8 @@ def _scenarios(context, wh, config: ForecastsConfig, made: list) -> list:
                 f"{result.summary['scenario_total']:,.2f} ({result.summary['difference_pct']:+.1f}%)"
             )
         if rows:
-            forecast.write_forecasts(wh, rows, scenario=scenario.name)
-    return results
+            written += forecast.write_forecasts(wh, rows, scenario=scenario.name)
+    return results, written
 
 
 def _drivers(wh, spec: SeriesSpec, origin: pd.Timestamp, lookback_days: int):
