@@ -248,10 +248,13 @@ def prepare_dagster_home() -> Path:
 def demo(days, tenants, seed, corrupt_rate, ml) -> None:
     """Generate data into the landing zone and run the whole pipeline through Dagster on the embedded
     defaults: ingest, rollups, models, anomalies and forecasts, incidents, alerts and reports."""
+    import warnings
+
     import dagster as dg
 
     from hub_pipelines.generator import GeneratorConfig, simulate, write_batches
 
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy and friends, known
     home = settings.hub_home()
     dagster_home = prepare_dagster_home()
     landing = Path(os.environ.get("HUB_LANDING_URL") or settings.default_landing_dir())
@@ -287,7 +290,12 @@ def demo(days, tenants, seed, corrupt_rate, ml) -> None:
     click.echo(f"   generator expected: {json.dumps(generated.get('expected', {}))}")
     _demo_rollups(defs, instance, config.start_utc, config.end_utc)
     if ml:
+        import logging
+
         from hub_pipelines.defs.ml.demo import run_ml
+
+        # MLflow notes every registration and pickled model at INFO/WARNING; the step's summary says it.
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
 
         click.echo("5. models trained, anomalies scored and forecasts stored through Dagster:")
         learned = run_ml(

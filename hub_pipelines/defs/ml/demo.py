@@ -58,11 +58,17 @@ class MlDemoResult:
 
     def lines(self) -> list[str]:
         a, s, e = self.anomaly_training, self.scoring, self.label_evaluation
+        held_out = (
+            f"held-out P={a.get('holdout_precision', float('nan')):.2f} R={a.get('holdout_recall', float('nan')):.2f}"
+            f" F1={a.get('holdout_f1', float('nan')):.2f} over {a.get('holdout_windows')} labelled windows"
+            if a.get("holdout_windows")
+            else f"no labelled anomaly falls in the held-out tails ({a.get('holdout_false_positive_events', 0)}"
+            " false-alarm runs there)"
+        )
         out = [
             f"anomaly models: {a.get('series_trained', 0)} series trained into MLflow ({self.tracking_uri},"
-            f" experiment hub-anomaly) in {self.seconds.get('training', 0):.0f}s; held-out"
-            f" P={a.get('holdout_precision', float('nan')):.2f} R={a.get('holdout_recall', float('nan')):.2f}"
-            f" F1={a.get('holdout_f1', float('nan')):.2f} (labels: {a.get('labels', '?')})",
+            f" experiment hub-anomaly) in {self.seconds.get('training', 0):.0f}s; {held_out}"
+            f" (labels: {a.get('labels', '?')})",
         ]
         if self.scored_window:
             ws, we = self.scored_window

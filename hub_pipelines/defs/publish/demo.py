@@ -147,17 +147,15 @@ def _replay(warehouse_url: str | None, rules_path: str | None, hours: int, send:
     warehouse = Warehouse(warehouse_url or settings.warehouse_url())
     warehouse.create_tables()
     # A missing channel would be noted once per replayed hour; the alerts run after the replay notes it once.
-    delivery_log = logging.getLogger("hub_pipelines.alerts.delivery")
-    level = delivery_log.level
-    delivery_log.setLevel(logging.ERROR)
+    quiet = logging.getLogger("hub_pipelines.alerts.replay")
+    quiet.setLevel(logging.ERROR)
     try:
         ruleset = load_rules(rules_path)
         end = resolve_as_of(warehouse)
         with hold_open(warehouse):
             for back in range(hours, 0, -1):
-                run_alerts(warehouse, ruleset, as_of=end - timedelta(hours=back), send=send)
+                run_alerts(warehouse, ruleset, as_of=end - timedelta(hours=back), send=send, logger=quiet)
     finally:
-        delivery_log.setLevel(level)
         warehouse.engine.dispose()
 
 
