@@ -172,3 +172,36 @@ def evaluate_labels(
         windows = label_windows(labels, metric=metric)
         fp += evaluate_windows(flags, windows, tolerance=tolerance).false_positives
     return WindowMetrics(tp, fn, fp)
+
+
+def evaluate_detectors(
+    frame: pd.DataFrame,
+    metrics: Sequence[str],
+    labels: Sequence[Mapping],
+    history_points: int,
+    seed: int = 0,
+) -> dict[str, tuple[WindowMetrics, WindowMetrics]]:
+    """The default ensemble and each of its detectors judged on one labelled series group.
+
+    For every metric column of ``frame`` (time-indexed), an ensemble is fitted on the first
+    ``history_points`` rows and scores the rest walk-forward. Returns, per detector and for
+    ``"ensemble"``, the per-label reading (``evaluate_labels`` over the metrics) and the
+    per-(label, metric) window reading. A top-level function, so a process pool can run it."""
+    from hub_ml.anomaly.ensemble import AnomalyEnsemble, combine
+
+    flags: dict[str, dict[str, pd.Series]] = {}
+    for metric in metrics:
+        series = frame[metric].astype(float)
+        ensemble = AnomalyEnsemble(seed=seed).fit(series.iloc[:history_points])
+        outputs = ensemble.score_detectors(series.iloc[history_points:])
+        combined = combine(outputs, ensemble.weights, roles=ensemble.roles)
+        flags.setdefault("ensemble", {})[metric] = combined["is_anomaly"]
+        for name, out in outputs.items():
+            flags.setdefault(name, {})[metric] = out["is_anomaly"]
+    result = {}
+    for name, by_metric in flags.items():
+        per_metric = WindowMetrics()
+        for metric, flagged in by_metric.items():
+            per_metric = per_metric + evaluate_windows(flagged, label_windows(labels, metric=metric))
+        result[name] = (evaluate_labels(by_metric, labels), per_metric)
+    return result

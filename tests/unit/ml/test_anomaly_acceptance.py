@@ -18,15 +18,13 @@ label P 0.812 R 0.907: its false alarms weigh more there).
 from __future__ import annotations
 
 import multiprocessing
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from hub_ml.anomaly import AnomalyEnsemble, WindowMetrics, combine, evaluate_windows, label_windows
-from hub_ml.anomaly.evaluation import evaluate_labels
+from hub_ml.anomaly import WindowMetrics
+from hub_ml.anomaly.evaluation import evaluate_detectors
 
 SEEDS = (1, 2, 3)
 REQUESTS_PER_HOUR = 1000
@@ -34,30 +32,6 @@ DAYS, TENANTS, HISTORY_DAYS = 30, 2, 14
 
 # 288 ensembles (LSTM and forest included), about 2.5 minutes on two cores: not part of the quick run.
 pytestmark = pytest.mark.slow
-
-
-def _score_series_group(task: tuple) -> dict:
-    """Detectors and ensemble on every metric of one (tenant, model) series: metrics per label and
-    per (label, metric), for the ensemble and each detector."""
-    seed, tenant, model, frame, metrics, labels = task
-    warnings.simplefilter("ignore")
-    history_points = HISTORY_DAYS * 24
-    flags: dict[str, dict[str, pd.Series]] = {}
-    for metric in metrics:
-        series = frame[metric].astype(float)
-        ensemble = AnomalyEnsemble(seed=seed).fit(series.iloc[:history_points])
-        outputs = ensemble.score_detectors(series.iloc[history_points:])
-        combined = combine(outputs, ensemble.weights, roles=ensemble.roles)
-        flags.setdefault("ensemble", {})[metric] = combined["is_anomaly"]
-        for name, out in outputs.items():
-            flags.setdefault(name, {})[metric] = out["is_anomaly"]
-    result = {}
-    for name, by_metric in flags.items():
-        per_metric = WindowMetrics()
-        for metric, f in by_metric.items():
-            per_metric = per_metric + evaluate_windows(f, label_windows(labels, metric=metric))
-        result[name] = (evaluate_labels(by_metric, labels), per_metric)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +47,10 @@ def generator_results() -> dict[str, tuple[WindowMetrics, WindowMetrics]]:
         metrics = sorted({m for label in sim.labels for m in label["metrics"]} & set(hourly.columns))
         for (tenant, model), frame in hourly.groupby(["tenant_id", "model"]):
             labels = [lb for lb in sim.labels if lb["tenant_id"] == tenant and lb["model"] in (None, model)]
-            tasks.append((seed, tenant, model, frame.set_index("ts"), metrics, labels))
+            tasks.append((frame.set_index("ts"), metrics, labels, HISTORY_DAYS * 24, seed))
     # spawn, not fork: a forked child inherits whatever earlier tests left open in this process.
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_score_series_group, tasks))
+        parts = [f.result() for f in [pool.submit(evaluate_detectors, *task) for task in tasks]]
     totals: dict[str, tuple[WindowMetrics, WindowMetrics]] = {}
     for part in parts:
         for name, (by_label, by_metric) in part.items():
