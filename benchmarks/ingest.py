@@ -2,21 +2,30 @@
 de-duplication included, against a naive baseline run in the same process (json.loads and
 jsonschema per event, row-by-row INSERT).
 
-    python benchmarks/ingest.py [--events 1000000] [--baseline-events 20000] [--postgres URL]
+    python benchmarks/ingest.py [--events 1000000] [--corrupt-rate 0.02] [--baseline-events 20000]
+                                [--postgres SERVER_URL]
 
-Prints a JSON report (and writes it to benchmarks/results/ingest.json). The baseline runs on a
-sample and is reported as events/s, so the ratio compares rates, not totals.
+At least --events generated events (whole days of four tenants, with --corrupt-rate of bad input:
+malformed lines, schema violations, wrong units, duplicates, late and future events, so validation
+and de-duplication have work to do). Prints a JSON report (and writes it to
+benchmarks/results/ingest.json). The baseline runs on a sample drawn evenly from every batch file
+and is reported as events/s, so the ratio compares rates, not totals. --postgres names a server
+(any database on it): the benchmark creates a fresh database there and drops it afterwards, so a
+rerun never finds the batches already ingested.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import shutil
 import tempfile
 import time
+import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,13 +36,14 @@ from hub_pipelines.events.reference import judge_batch
 from hub_pipelines.ingestion import ingest_files
 from hub_pipelines.landing import LocalFolder
 from hub_pipelines.warehouse import Warehouse
+from hub_pipelines.warehouse.store import normalise_url
 from hub_pipelines.warehouse.tables import events as events_table
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def generate(out: Path, events: int, seed: int = 1) -> dict:
-    """Enough days of generated traffic for `events` events (about 4 events per request)."""
+def generate(out: Path, events: int, corrupt_rate: float, seed: int = 1) -> dict:
+    """Whole days of generated traffic for at least `events` events (about 4 events per request)."""
     from hub_pipelines.generator import GeneratorConfig, simulate, write_batches
 
     # One tenant-day at the default rate is measured first, then scaled.
@@ -43,10 +53,9 @@ def generate(out: Path, events: int, seed: int = 1) -> dict:
     shutil.rmtree(out / "probe")
     per_tenant_day = max(1, probe["events_written"])
     tenants = 4
-    days = max(1, round(events / (per_tenant_day * tenants)))
-    return write_batches(
-        simulate(GeneratorConfig(days=days, tenants=tenants, seed=seed, anomalies=True)), out / "landing"
-    )
+    days = max(1, math.ceil(events / (per_tenant_day * tenants)))
+    config = GeneratorConfig(days=days, tenants=tenants, seed=seed, anomalies=True, corrupt_rate=corrupt_rate)
+    return write_batches(simulate(config), out / "landing")
 
 
 def fast_path(landing: Path, url: str) -> dict:
@@ -75,15 +84,14 @@ def naive_baseline(landing: Path, url: str, limit: int) -> dict:
     warehouse = Warehouse(url)
     warehouse.create_tables()
     received = datetime.now(UTC)
+    # The same share of every batch file, so every source module and day is in the sample.
+    files = [f.key for f in LocalFolder(landing).list_pending()]
+    per_file = math.ceil(limit / len(files))
     records = []
-    for path in sorted(landing.rglob("*.json*")):
-        table = split_records(decompress(path.read_bytes()))
-        records += [
-            (i, raw, ok)
-            for i, raw, ok in zip(*(table[c].to_pylist() for c in ("rec_idx", "raw", "utf8_ok")), strict=True)
-        ]
-        if len(records) >= limit:
-            break
+    for key in files:
+        table = split_records(decompress((landing / key).read_bytes()))
+        columns = (table[c].to_pylist()[:per_file] for c in ("rec_idx", "raw", "utf8_ok"))
+        records += list(zip(*columns, strict=True))
     records = records[:limit]
     columns = [c.name for c in events_table.columns]
     insert = events_table.insert()
@@ -115,11 +123,27 @@ def naive_baseline(landing: Path, url: str, limit: int) -> dict:
     }
 
 
+@contextmanager
+def fresh_postgres_database(server_url: str):
+    """A new, empty database on the server of `server_url`, dropped afterwards."""
+    name = f"hub_bench_ingest_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(normalise_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--corrupt-rate", type=float, default=0.02)
     parser.add_argument("--baseline-events", type=int, default=20_000)
     parser.add_argument("--landing", type=Path, help="use existing batch files instead of generating")
     parser.add_argument(
@@ -134,7 +158,7 @@ def main() -> None:
             landing = args.landing
         else:
             started = time.perf_counter()
-            generated = generate(work, args.events)
+            generated = generate(work, args.events, args.corrupt_rate)
             report["generate_seconds"] = round(time.perf_counter() - started, 2)
             report["generated_events"] = generated["events_written"]
             landing = work / "landing"
@@ -146,7 +170,8 @@ def main() -> None:
             report["duckdb"]["events_per_second"] / report["naive_baseline_duckdb"]["events_per_second"], 1
         )
         if args.postgres:
-            report["postgresql"] = fast_path(landing, args.postgres)
+            with fresh_postgres_database(args.postgres) as url:
+                report["postgresql"] = fast_path(landing, url)
         report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "ingest.json").write_text(json.dumps(report, indent=2))

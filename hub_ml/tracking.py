@@ -277,12 +277,18 @@ def promote_if_better(
     *,
     greater_is_better: bool,
     alias: str = CHAMPION_ALIAS,
+    champion_value: float | None = None,
+    champion_basis: str = "",
 ) -> PromotionDecision:
     """Tag ``version`` with its held-out ``metric_name`` and move ``alias`` to it only if it is better.
 
     "Better" is strictly greater (``greater_is_better``) or strictly smaller; a tie keeps the champion.
     A NaN candidate never wins. A champion without the metric tag (logged by older code, or judged on
     another metric) is replaced, because there is no number to defend it with.
+
+    ``champion_value``, when given, is the champion's ``metric_name`` measured by the caller on the
+    candidate's own held-out data (``champion_basis`` says how, for the reason): the comparison then
+    uses it instead of the figure the champion was registered with, which was measured on other data.
     """
     client = _client()
     version = str(version)
@@ -299,6 +305,8 @@ def promote_if_better(
     previous_value: float | None = None
     if current is not None and tag in (current.tags or {}):
         previous_value = float(current.tags[tag])
+    if current is not None and champion_value is not None:
+        previous_value = float(champion_value)
 
     if previous_version == version:
         promoted, reason = True, "already the champion"
@@ -313,6 +321,8 @@ def promote_if_better(
         promoted = better
         relation = "beats" if better else "does not beat"
         reason = f"{metric_name} {value:.6g} {relation} champion v{previous_version}'s {previous_value:.6g}"
+        if champion_value is not None and champion_basis:
+            reason += f" ({champion_basis})"
 
     if promoted and previous_version != version:
         client.set_registered_model_alias(model_name, alias, version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,8 +16,10 @@ from hub_pipelines.warehouse.event_writer import BatchOutcome, summarise, write_
 
 log = logging.getLogger(__name__)
 
-# Batches are validated together up to this many bytes, bounding memory whatever a run is given.
-CHUNK_BYTES = 256 * 1024 * 1024
+# Batches are validated together up to this many bytes, bounding memory whatever a run is given
+# (two chunks are in flight: one written, the next validated). benchmarks/ingest.py: 128 MB beat
+# 64 MB and 256 MB by about 8% (more overlap against the fixed cost of each validation pass).
+CHUNK_BYTES = 128 * 1024 * 1024
 
 
 @dataclass
@@ -46,12 +49,23 @@ def ingest_files(
     logger = logger or log
     report = IngestReport()
     done = 0
-    with warehouse.session() as session:
+
+    def write(prepared: list) -> int:
+        return _write_chunk(
+            warehouse, zone, prepared, session, report, run_id, archive, done, len(keys), progress, logger
+        )
+
+    # While one chunk is written the next is validated on a second thread: both are mostly DuckDB
+    # and Arrow, which release the GIL, so the two cores share the work.
+    with warehouse.session() as session, ThreadPoolExecutor(1, thread_name_prefix="hub-validate") as pool:
+        pending: Future | None = None
         for chunk in _chunks(zone, keys, report, logger):
-            prepared = prepare_batches(chunk, received_at or datetime.now(UTC))
-            done = _write_chunk(
-                warehouse, zone, prepared, session, report, run_id, archive, done, len(keys), progress, logger
-            )
+            upcoming = pool.submit(prepare_batches, chunk, received_at or datetime.now(UTC))
+            if pending is not None:
+                done = write(pending.result())
+            pending = upcoming
+        if pending is not None:
+            done = write(pending.result())
     return report
 
 

@@ -936,9 +936,12 @@ def validate_batches(
         # read through a filtered view, and DuckDB then keeps the rows in batch order.
         for number, group in enumerate(groups):
             con.register("group_records", combined.filter(pc.equal(group_id, number)))
-            part = con.sql(group_sql(group), params={"received_at": received_at}).to_arrow_table()
+            # A parallel scan does not keep the rows in batch order; DuckDB's sort puts them back
+            # for less than sorting the (wide) result in Arrow.
+            ordered = f"SELECT * FROM ({group_sql(group)}) ORDER BY batch_idx, rec_idx"
+            part = con.sql(ordered, params={"received_at": received_at}).to_arrow_table()
             con.unregister("group_records")
-            parts.append(_in_batch_order(part))
+            parts.append(part)
         schema = output_schema()
         return ValidatedRecords(
             [part if part.schema == schema else part.cast(schema) for part in parts if part.num_rows]
@@ -950,24 +953,24 @@ def validate_batches(
 
 def _group_ids(routed: pa.Table) -> tuple[list[Group], pa.Array]:
     """The distinct groups of the records the router let through, and each record's group number
-    (-1 for records already dead-lettered)."""
-    legacy = routed["is_legacy"].to_pylist()
-    source = routed["group_source"].to_pylist()
-    etype = routed["group_etype"].to_pylist()
-    open_ = pc.is_null(routed["terminal_reasons"]).to_numpy(zero_copy_only=False)
-    keys = [(bool(legacy[i]), source[i], etype[i]) if open_[i] else None for i in range(len(open_))]
-    groups = sorted({k for k in keys if k is not None}, key=str)
-    number = {k: n for n, k in enumerate(groups)}
-    ids = np.fromiter((number[k] if k is not None else -1 for k in keys), dtype=np.int32, count=len(keys))
-    return [Group(*g) for g in groups], pa.array(ids)
-
-
-def _in_batch_order(part: pa.Table) -> pa.Table:
-    """DuckDB keeps insertion order for these plans; sort only if it ever does not."""
-    positions = part["batch_idx"].to_numpy()
-    if len(positions) < 2 or bool(np.all(positions[1:] >= positions[:-1])):
-        return part
-    return part.take(pc.sort_indices(part, sort_keys=[("batch_idx", "ascending"), ("rec_idx", "ascending")]))
+    (-1 for records already dead-lettered). Vectorised: one text key per record, dictionary-encoded."""
+    open_ = pc.is_null(routed["terminal_reasons"])
+    # Source and event type are NULL or non-empty names, so "" stands for NULL unambiguously.
+    key = pc.binary_join_element_wise(
+        pc.if_else(pc.fill_null(routed["is_legacy"], False), "1", "0"),
+        pc.fill_null(routed["group_source"], ""),
+        pc.fill_null(routed["group_etype"], ""),
+        "|",
+    )
+    encoded = pc.if_else(open_, key, pa.scalar(None, pa.string())).combine_chunks().dictionary_encode()
+    found = [k.split("|") for k in encoded.dictionary.to_pylist()]
+    keys = [(legacy == "1", source or None, etype or None) for legacy, source, etype in found]
+    order = sorted(range(len(keys)), key=lambda i: str(keys[i]))
+    number = np.empty(len(keys) + 1, dtype=np.int32)
+    number[order] = np.arange(len(order), dtype=np.int32)
+    number[-1] = -1  # the index -1 (a dead-lettered record) maps to itself
+    indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    return [Group(*keys[i]) for i in order], pa.array(number[indices])
 
 
 def output_schema() -> pa.Schema:

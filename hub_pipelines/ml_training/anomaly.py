@@ -12,7 +12,10 @@ model is reused as it is): params (detector settings), tags (series, span, label
 (held-out precision, recall, F1 and counts for the ensemble and each detector, detector weights),
 the evaluation plot and table, and the model (`AnomalyEnsembleModel` with its signature). The
 version is registered as `hub-anomaly.<tenant>.<metric>.<model>` and takes the alias `champion`
-only when its held-out F1 beats the champion's (`hub_ml.tracking.promote_if_better`).
+only when its held-out F1 beats the champion's (`hub_ml.tracking.promote_if_better`). Both are
+judged on the same data: the champion scores the candidate's held-out part (walk-forward from the
+end of its own training series; logged as `champion_holdout_f1`) unless its training series reaches
+into it, in which case the F1 it was registered with stands.
 
 Scoring (`score_champion`) is walk-forward: a champion scores from the end of its training series
 (or from the window start, when that lies inside it: the detectors then refit on the data before
@@ -139,6 +142,19 @@ def _metrics_from(prefix: str, m: WindowMetrics) -> dict[str, float]:
     return m.as_dict(prefix=prefix)
 
 
+@dataclass
+class Holdout:
+    """A held-out evaluation: the ensemble fitted on `train` and judged on `values` (the held-out
+    tail, with planted anomalies when there are no labels) against `windows`."""
+
+    overall: WindowMetrics
+    per_detector: dict[str, WindowMetrics]
+    scored: pd.DataFrame
+    windows: list[Window]
+    train: pd.Series
+    values: pd.Series
+
+
 def holdout_evaluation(
     series: pd.Series,
     make_ensemble: Callable[[], AnomalyEnsemble],
@@ -146,9 +162,9 @@ def holdout_evaluation(
     holdout_fraction: float,
     windows: Sequence[Window] | None,
     seed: int,
-) -> tuple[WindowMetrics, dict[str, WindowMetrics], pd.DataFrame, list[Window], pd.Series]:
-    """As `hub_ml.anomaly.model.holdout_metrics`, also returning the scored held-out frame, the
-    windows it was judged against and the training part (for the plot)."""
+) -> Holdout:
+    """As `hub_ml.anomaly.model.holdout_metrics`, also keeping the scored held-out frame, the
+    windows it was judged against, the values it scored and the training part."""
     n_holdout = max(1, int(round(len(series) * holdout_fraction)))
     train, holdout = series.iloc[:-n_holdout], series.iloc[-n_holdout:]
     train_labels = None
@@ -168,7 +184,38 @@ def holdout_evaluation(
         for name, out in outputs.items()
     }
     overall = evaluate_windows(combined["is_anomaly"], judged, tolerance=DEFAULT_TOLERANCE)
-    return overall, per_detector, combined, judged, train
+    return Holdout(overall, per_detector, combined, judged, train, scored_input)
+
+
+def champion_on_holdout(model_name: str, spec: SeriesSpec, holdout: Holdout) -> WindowMetrics | None:
+    """The current champion judged on the candidate's held-out values and windows, walk-forward from
+    the end of its own training series, so both are compared on the same data. None when there is
+    no champion, or when its training series reaches into the held-out span (it has seen it)."""
+    current = tracking.champion_version(model_name)
+    if current is None:
+        return None
+    tagged_end = (current.tags or {}).get("hub.train_end")
+    start = holdout.values.index[0]
+    if not tagged_end or utc(tagged_end) > start:
+        return None
+    train_end = utc(tagged_end)
+    context = pd.concat([holdout.train[holdout.train.index >= train_end], holdout.values])
+    model = registry.load_model(f"models:/{model_name}/{current.version}")
+    scored = model.predict(
+        pd.DataFrame(
+            {
+                "timestamp": context.index.tz_convert("UTC").tz_localize(None),
+                "value": context.to_numpy(dtype=float),
+                "series_key": spec.key,
+            }
+        ),
+        params={"all_points": True},
+    )
+    flags = pd.Series(
+        scored["is_anomaly"].to_numpy(dtype=bool),
+        index=pd.DatetimeIndex(pd.to_datetime(scored["timestamp"], utc=True)),
+    )
+    return evaluate_windows(flags[flags.index >= start], holdout.windows, tolerance=DEFAULT_TOLERANCE)
 
 
 def _detector_params(ensemble: AnomalyEnsemble) -> dict[str, str]:
@@ -228,13 +275,14 @@ def train_series(
     series = series.astype(float).sort_index()
     series.name = spec.metric
     windows = series_windows(labels, spec)
-    overall, per_detector, scored, judged, train = holdout_evaluation(
+    holdout = holdout_evaluation(
         series,
         settings.make_ensemble,
         holdout_fraction=settings.holdout_fraction,
         windows=windows,
         seed=settings.seed,
     )
+    overall, per_detector = holdout.overall, holdout.per_detector
     ensemble = settings.make_ensemble().fit(series, labels=windows)
     metrics = _metrics_from("holdout_", overall)
     for name, m in per_detector.items():
@@ -250,7 +298,7 @@ def train_series(
         f"{spec.label}: held-out P={overall.precision:.2f} R={overall.recall:.2f} F1={overall.f1:.2f}"
         f" ({overall.windows} {'labelled' if windows is not None else 'planted'} windows)"
     )
-    png = plots.evaluation_plot(title, scored, judged, history=train.iloc[-7 * 24 :])
+    png = plots.evaluation_plot(title, holdout.scored, holdout.windows, history=holdout.train.iloc[-7 * 24 :])
     table = evaluation_table(
         {"ensemble": overall, **per_detector}, {k: metrics.get(f"weight_{k}") for k in per_detector}
     )
@@ -280,6 +328,10 @@ def train_series(
             "series_key": spec.key,
         }
     )
+    # Judged before the candidate is registered: the alias still names the current champion.
+    champion = champion_on_holdout(model_name, spec, holdout)
+    if champion is not None:
+        metrics["champion_holdout_f1"] = champion.f1
     with tracking.run_for_key(
         experiment,
         run_key,
@@ -314,7 +366,13 @@ def train_series(
         )
         registry.tag_registered_model(model_name, {"hub.kind": KIND, **spec.tags()})
         decision = tracking.promote_if_better(
-            model_name, version.version, COMPARISON_METRIC, metrics[COMPARISON_METRIC], greater_is_better=True
+            model_name,
+            version.version,
+            COMPARISON_METRIC,
+            metrics[COMPARISON_METRIC],
+            greater_is_better=True,
+            champion_value=champion.f1 if champion is not None else None,
+            champion_basis="re-scored on this held-out window",
         )
         tracking.set_tags(
             {

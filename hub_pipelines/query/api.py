@@ -44,6 +44,7 @@ from hub_pipelines.query.catalogue import (
     AGGREGATIONS,
     ALIASES,
     BUCKETS,
+    CATALOG_DIMENSIONS,
     DERIVED,
     DIMENSIONS,
     PERCENTILES,
@@ -131,8 +132,9 @@ def query(
         bucket: "1m", "5m", "1h" or "1d" (UTC buckets).
         agg: count, sum, avg, min, max, p50, p95 or p99 for values metrics (default avg); "sum"
             for counters and "avg" for ratios (their defaults).
-        group_by: dimension names (see DIMENSIONS; aliases tenant, source, type, category) or
-            "tags.<key>".
+        group_by: dimension names (see DIMENSIONS; aliases tenant, source, type, category),
+            "tags.<key>", or the registry metadata of the event's asset from asset_catalog
+            (asset_name, asset_version, asset_owner, asset_type; raw events).
         filters: {dimension: value} (equality), {dimension: [values]} (any of), {dimension: None}
             (is NULL); same names as group_by.
         order: "time" (bucket, then groups; default), "-time", "value" or "-value".
@@ -210,12 +212,12 @@ def _dimension(name: str) -> str:
     if not isinstance(name, str):
         raise QueryError(f"dimension names are strings, not {name!r}")
     canonical = ALIASES.get(name, name)
-    if canonical in DIMENSIONS:
+    if canonical in DIMENSIONS or canonical in CATALOG_DIMENSIONS:
         return canonical
     if canonical.startswith(TAG_PREFIX) and _TAG_KEY.match(canonical[len(TAG_PREFIX) :]):
         return canonical
     raise QueryError(
-        f"unknown dimension {name!r}; allowed: {', '.join(DIMENSIONS)}, "
+        f"unknown dimension {name!r}; allowed: {', '.join((*DIMENSIONS, *CATALOG_DIMENSIONS))}, "
         f"tags.<key> (key of letters, digits, _ or -), aliases {', '.join(f'{a}={c}' for a, c in ALIASES.items())}"
     )
 
@@ -353,8 +355,16 @@ class _Sql:
         return clause
 
     def dimension(self, name: str, alias: str = "") -> str:
-        """SQL for a dimension of the events table (tags.<key> parsed from the JSON text)."""
+        """SQL for a dimension of the events table (tags.<key> parsed from the JSON text; the
+        registry's asset_* looked up in asset_catalog, which needs the events table aliased)."""
         prefix = f"{alias}." if alias else ""
+        if name in CATALOG_DIMENSIONS:
+            if not alias:
+                raise ValueError(f"{name} needs the events table aliased")
+            return (
+                f"(SELECT c.{CATALOG_DIMENSIONS[name]} FROM asset_catalog c"
+                f" WHERE c.tenant_id = {alias}.tenant_id AND c.asset_id = {alias}.asset_id)"
+            )
         if name in DIMENSIONS:
             return f"{prefix}{name}"
         key = name[len(TAG_PREFIX) :]
@@ -478,16 +488,16 @@ def _raw_chunks(spans):
 def _values_raw_source(sql: _Sql, plan: _Plan, spans) -> str:
     """(bk, g0.., v) rows of a values metric from raw events (telemetry values and cost amounts)."""
     groups = ", ".join(
-        f"{sql.dimension(d)} AS {a}" for d, a in zip(plan.group_by, _group_aliases(plan), strict=True)
+        f"{sql.dimension(d, 'e')} AS {a}" for d, a in zip(plan.group_by, _group_aliases(plan), strict=True)
     )
     metric = sql.bind(plan.metric)
-    filters = sql.filters(plan.filters)
+    filters = sql.filters(plan.filters, "e")
     time_filter = sql.intervals("event_time", spans)
     parts = []
     for name, value, where in rollups.METRIC_VALUE_SOURCES:
         parts.append(
             f"SELECT {_bucket_sql('event_time', plan.seconds)} AS bk{', ' + groups if groups else ''},"
-            f" {value} AS v FROM events"
+            f" {value} AS v FROM events e"
             f" WHERE {where} AND {name} = {metric} AND {time_filter} AND {filters}"
         )
     return " UNION ALL ".join(parts)

@@ -56,6 +56,14 @@ DIMENSIONS = (
     "policy_category",
     "outcome",
 )
+# Registry metadata of the asset an event concerns (its `asset_id`), looked up in asset_catalog, the
+# latest record per asset: the name, version, owner and type the registry gives it now. Raw events only.
+CATALOG_DIMENSIONS = {
+    "asset_name": "asset_name",
+    "asset_version": "version",
+    "asset_owner": "owner",
+    "asset_type": "asset_type",
+}
 ALIASES = {
     "tenant": "tenant_id",
     "source": "source_module",

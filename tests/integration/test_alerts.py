@@ -146,6 +146,30 @@ rules:
     direction: down
     change_pct: 80
     min_base: 12
+  - id: token-surge
+    type: rate_of_change
+    metric: tokens_total
+    group_by: [model]
+    bucket: 1d
+    compare_to: 7d
+    direction: up
+    change_pct: 60
+  - id: token-slump
+    type: rate_of_change
+    metric: tokens_total
+    group_by: [model]
+    bucket: 1d
+    compare_to: 7d
+    direction: down
+    change_pct: 20
+  - id: token-swing
+    type: rate_of_change
+    metric: tokens_total
+    group_by: [model]
+    bucket: 1d
+    compare_to: 7d
+    direction: either
+    change_pct: 20
 """
 
 
@@ -185,6 +209,40 @@ def test_threshold_and_rate_of_change_fire_only_where_the_labels_are(clean):
             and _overlaps(as_of - HOUR, as_of, lb)
             for lb in drop_labels
         ), f"request-drop fired for {group} at {as_of} outside every labelled drop"  # fmt: skip
+
+    # Up, a day against the same weekday a week before: the token level shift and the cost runaway.
+    surges = [(lb, f) for _when, rule, lb, f in fired if rule == "token-surge"]
+    token_labels = [lb for lb in labels if "tokens_total" in lb["metrics"] and lb["model"]]
+    surged = {(g["tenant_id"], g["model"], f.details["bucket_start"][:10]) for g, f in surges}
+    assert surged == {
+        ("tenant-01", "llama-3-70b", "2026-11-17"),  # level shift from 11-17 03:00
+        ("tenant-01", "llama-3-70b", "2026-11-18"),
+        ("tenant-01", "gpt-4o", "2026-11-18"),  # cost runaway from 11-18 14:00
+    }
+    for group, firing in surges:
+        day = _t(firing.details["bucket_start"])
+        assert firing.details["change_pct"] >= 60
+        assert any(
+            lb["tenant_id"] == group["tenant_id"] and lb["model"] == group["model"]
+            and _overlaps(day, day + timedelta(days=1), lb)
+            for lb in token_labels
+        ), f"token-surge fired for {group} on {day:%Y-%m-%d} outside every labelled token anomaly"  # fmt: skip
+
+    # Either way: everything the down rule saw at the same threshold, and the rises too.
+    def days(rule):
+        return {
+            (g["tenant_id"], g["model"], f.details["bucket_start"][:10], f.details["change_pct"] > 0)
+            for _when, r, g, f in fired
+            if r == rule
+        }
+
+    swings, slumps = days("token-swing"), days("token-slump")
+    assert slumps and not any(up for *_, up in slumps)
+    assert {s for s in swings if not s[3]} == slumps
+    assert {s[:3] for s in swings if s[3]} >= surged  # every surge is a rise of at least 20% too
+    for _when, rule, _g, firing in fired:
+        if rule == "token-swing":
+            assert abs(firing.details["change_pct"]) >= 20
 
 
 def test_threshold_values_are_the_query_interfaces(clean):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -183,3 +184,30 @@ def test_plan_tick_resumes_wraps_and_forgets_archived():
     failed = {state.launched["b"].run_key}
     groups, keys, state = sensor_module.plan_tick(state, iter(files[1:2]), failed)
     assert [g[0].key for g in groups] == ["b"] and keys[0].endswith("-2")
+
+
+def test_plan_tick_stops_when_its_time_budget_is_spent():
+    """A listing slower than the tick's budget (a huge S3 prefix): the tick launches what it saw and
+    keeps the last key it reached; the ticks after it go on from there and every file is launched once."""
+    from hub_pipelines.landing import LandedFile
+
+    files = [LandedFile(f"k{i:02d}", 10, "v1") for i in range(12)]
+
+    def slow_listing(after: str):
+        for landed in files:
+            if landed.key > after:
+                time.sleep(0.05)
+                yield landed
+
+    state, launched, ticks = sensor_module.SensorState(), [], 0
+    while True:
+        ticks += 1
+        groups, _, state = sensor_module.plan_tick(
+            state, slow_listing(state.after), set(), time_budget_s=0.12
+        )
+        launched += [f.key for g in groups for f in g]
+        if state.after == "":
+            break
+        assert groups, "a tick that reaches no file makes no progress"
+    assert ticks >= 3  # the budget, not the file cap, ended the early ticks
+    assert launched == [f.key for f in files]

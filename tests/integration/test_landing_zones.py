@@ -75,3 +75,22 @@ def test_local_keys_cannot_escape_the_folder(tmp_path):
     zone = LocalFolder(tmp_path / "landing")
     with pytest.raises(ValueError, match="outside the landing folder"):
         zone.read("../secrets.jsonl")
+
+
+def test_s3_listing_follows_every_page(s3_bucket, s3_endpoint):
+    """Nine batch files with two keys a page: the listing asks the server five times and misses none."""
+    bucket, client = s3_bucket
+    zone = S3Prefix(
+        bucket, prefix="landing/", archive_prefix="archive/", endpoint_url=s3_endpoint, page_size=2
+    )
+    requests = []
+    zone.client.meta.events.register(
+        "before-parameter-build.s3.ListObjectsV2", lambda params, **_: requests.append(params)
+    )
+    keys = [f"day/{i:02d}.jsonl" for i in range(9)]
+    for key in keys:
+        client.put_object(Bucket=bucket, Key="landing/" + key, Body=b"{}")
+    assert [f.key for f in zone.list_pending()] == keys
+    assert len(requests) == 5
+    assert all(r["MaxKeys"] == 2 for r in requests)
+    assert [bool(r.get("ContinuationToken")) for r in requests] == [False] + [True] * 4

@@ -84,3 +84,61 @@ def test_tags_and_empty_answers(warehouse):
     assert query(warehouse, "latency_ms", start="2020-01-01", end="2020-01-02").empty
     with pytest.raises(QueryError, match="cannot be read exactly from rollups"):
         query(warehouse, "latency_ms", agg="p95", group_by=["model"], source="rollups", **window)
+
+
+def test_registry_metadata_enriches_events(warehouse):
+    """asset_name, asset_version, asset_owner and asset_type come from asset_catalog, the latest
+    registry record of the event's asset_id: a new owner shows on past events at once; an event
+    whose asset the registry does not know groups under None."""
+    from hub_pipelines.warehouse.tables import asset_catalog
+
+    rows = [
+        _event(DAY + timedelta(minutes=i), 10.0 * (i + 1), None) | {"asset_id": "t1:model:a"}
+        for i in range(4)
+    ]
+    rows += [
+        _event(DAY + timedelta(minutes=10 + i), 500.0, None) | {"asset_id": "t1:model:b"} for i in range(2)
+    ]
+    rows += [_event(DAY + timedelta(minutes=20), 7.0, None) | {"asset_id": "t1:model:unknown"}]
+    rows += [_event(DAY + timedelta(minutes=21), 9.0, None) | {"tenant_id": "t2", "asset_id": "t1:model:a"}]
+
+    def record(asset_id: str, name: str, version: str, owner: str) -> dict:
+        return {
+            "tenant_id": "t1", "asset_id": asset_id, "asset_name": name, "asset_type": "model",
+            "version": version, "owner": owner, "updated_at": DAY, "event_id": str(uuid.uuid4()),
+        }  # fmt: skip
+
+    with warehouse.begin() as conn:
+        conn.execute(events.insert(), rows)
+        conn.execute(
+            asset_catalog.insert(),
+            [
+                record("t1:model:a", "chat-a", "1.2.0", "ml-platform"),
+                record("t1:model:b", "chat-b", "3.0.0", "search"),
+            ],
+        )
+    window = {"start": DAY, "end": DAY + timedelta(days=1), "bucket": "1d"}
+
+    by_owner = query(warehouse, "latency_ms", agg="max", group_by=["asset_owner", "asset_version"], **window)
+    assert set(by_owner.attrs["sources"]) == {"events"}
+    got = {
+        (o, v): x for o, v, x in by_owner[["asset_owner", "asset_version", "value"]].itertuples(index=False)
+    }
+    # t2's event names t1's asset id: the catalogue is per tenant, so it is not enriched.
+    assert got == {("ml-platform", "1.2.0"): 40.0, ("search", "3.0.0"): 500.0, (None, None): 9.0}
+    named = query(warehouse, "requests", filters={"asset_name": "chat-a"}, **window)
+    assert named["value"].sum() == 4
+    assert (
+        query(warehouse, "latency_ms", agg="count", filters={"asset_type": "model"}, **window)["value"].sum()
+        == 6
+    )
+
+    with warehouse.begin() as conn:  # the registry moves chat-b to another team
+        conn.execute(
+            asset_catalog.update().where(asset_catalog.c.asset_id == "t1:model:b").values(owner="assistants")
+        )
+    moved = query(warehouse, "latency_ms", agg="count", filters={"asset_owner": "assistants"}, **window)
+    assert moved["value"].sum() == 2
+
+    with pytest.raises(QueryError, match="asset_owner"):  # the allowed names are listed
+        query(warehouse, "latency_ms", group_by=["asset_onwer"], **window)

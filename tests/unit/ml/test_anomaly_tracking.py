@@ -20,14 +20,6 @@ MODEL_NAME = "anomaly-test"
 SPIKE = pd.Timestamp("2026-09-29 14:00", tz="UTC")
 
 
-@pytest.fixture
-def mlflow_store(tmp_path):
-    uri = tracking.local_tracking_uri(tmp_path / "mlflow")
-    tracking.configure(uri)
-    tracking.ensure_experiment("hub-anomaly", artifact_location=str(tmp_path / "artifacts"))
-    return uri
-
-
 def good_ensemble() -> AnomalyEnsemble:
     return AnomalyEnsemble([SeasonalResidualDetector(), EWMAControlChartDetector()])
 
@@ -41,7 +33,7 @@ def training_series() -> dict[str, pd.Series]:
     return {f"tenant-0{i}/requests": seasonal_counts(21, seed=20 + i) for i in (1, 2)}
 
 
-def test_run_for_key_reuses_the_run_of_a_retried_step(mlflow_store):
+def test_run_for_key_reuses_the_run_of_a_retried_step(anomaly_store):
     with tracking.run_for_key("hub-anomaly", "anomaly/2026-10-01") as first:
         tracking.log_params({"window": 72})
     with tracking.run_for_key("hub-anomaly", "anomaly/2026-10-01") as retry:
@@ -54,7 +46,7 @@ def test_run_for_key_reuses_the_run_of_a_retried_step(mlflow_store):
     assert other.info.run_id != first.info.run_id
 
 
-def test_champion_stays_on_the_better_version_and_loads_in_a_fresh_process(mlflow_store, tmp_path):
+def test_champion_stays_on_the_better_version_and_loads_in_a_fresh_process(anomaly_store, tmp_path):
     series = training_series()
     good = train_anomaly_model(
         series, model_name=MODEL_NAME, run_key="anomaly/good", make_ensemble=good_ensemble
@@ -90,7 +82,7 @@ def test_champion_stays_on_the_better_version_and_loads_in_a_fresh_process(mlflo
         f"""
         import json, pandas as pd
         from hub_ml import tracking
-        tracking.configure({mlflow_store!r})
+        tracking.configure({anomaly_store!r})
         model = tracking.load_champion({MODEL_NAME!r})
         frame = pd.read_json({str(payload)!r}, orient="records")
         frame["timestamp"] = pd.to_datetime(frame["timestamp"])
@@ -117,7 +109,7 @@ def test_champion_stays_on_the_better_version_and_loads_in_a_fresh_process(mlflo
     assert "flagged by" in spike["explanation"]
 
 
-def test_a_better_model_takes_the_alias(mlflow_store):
+def test_a_better_model_takes_the_alias(anomaly_store):
     series = training_series()
     blind = train_anomaly_model(
         series, model_name=MODEL_NAME, run_key="anomaly/blind", make_ensemble=blind_ensemble

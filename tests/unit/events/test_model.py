@@ -1,0 +1,73 @@
+"""The pandera model of the normalised events table: what the validator lets through passes; a row
+that breaks one of the table's promises stops the ingest with pandera's SchemaError."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pandera.errors
+import pyarrow as pa
+import pytest
+
+from hub_pipelines.events.batches import LandedBatch, prepare_batches
+from hub_pipelines.events.model import CHECKED_COLUMNS, check_events
+from hub_pipelines.events.sql_validator import output_schema
+
+
+def _rows(*overrides: dict) -> pa.Table:
+    base = {
+        "batch_idx": 0, "event_time": datetime(2026, 10, 5, tzinfo=UTC), "tenant_id": "t1",
+        "source_module": "llm-observatory", "event_type": "telemetry", "schema_version": "2.0.0",
+        "schema_major": 2, "severity": None, "metric_name": "latency_ms", "metric_value": 120.0, "unit": "ms",
+        "cost_usd": None, "outcome": None,
+    }  # fmt: skip
+    rows = [base | {"event_id": str(uuid.uuid4())} | o for o in overrides]
+    schema = pa.schema([output_schema().field(c) for c in CHECKED_COLUMNS])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def test_valid_rows_pass_and_an_event_id_may_repeat_across_batches():
+    shared = str(uuid.uuid4())
+    check_events(_rows({}, {"event_id": shared}, {"event_id": shared, "batch_idx": 1}))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"metric_value": -1.0},
+        {"unit": "furlongs"},
+        {"event_id": "not-a-uuid"},
+        {"event_type": "cost", "cost_usd": None},
+        {"event_type": "security", "severity": "info"},
+        {"schema_major": 7},
+        {"outcome": "maybe"},
+    ],
+    ids=lambda bad: ",".join(bad),
+)
+def test_a_broken_promise_raises(bad):
+    with pytest.raises(pandera.errors.SchemaError):
+        check_events(_rows({}, bad))
+
+
+def test_an_event_id_twice_in_one_batch_raises():
+    shared = str(uuid.uuid4())
+    with pytest.raises(pandera.errors.SchemaError, match="unique_within_a_batch"):
+        check_events(_rows({"event_id": shared}, {"event_id": shared}))
+
+
+def test_prepared_batches_are_checked_together():
+    """Two batches carrying the same event: each keeps it (the writer de-duplicates against stored
+    events), and the joint check accepts that."""
+    event = {
+        "event_id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "source_module": "llm-observatory",
+        "event_type": "telemetry", "schema_version": "2.0.0", "tenant_id": "t1",
+        "payload": {"metric_name": "latency_ms", "metric_value": 1.5, "unit": "s", "dimensions": {"model": "m"}},
+    }  # fmt: skip
+    line = json.dumps(event)
+    prepared = prepare_batches(
+        [LandedBatch("a.jsonl", line.encode()), LandedBatch("b.jsonl", (line + "\n").encode())]
+    )
+    assert [p.kept for p in prepared] == [1, 1]
+    assert prepared[0].rows["metric_value"].to_pylist() == [1500.0]
