@@ -295,6 +295,8 @@ def demo(days, tenants, seed, corrupt_rate, ml) -> None:
         from hub_pipelines.defs.ml.demo import run_ml
 
         # MLflow notes every registration and pickled model at INFO/WARNING; the step's summary says it.
+        # The variable reaches MLflow wherever it is first imported (step processes included).
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
         logging.getLogger("mlflow").setLevel(logging.ERROR)
 
         click.echo("5. models trained, anomalies scored and forecasts stored through Dagster:")

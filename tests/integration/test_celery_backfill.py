@@ -9,6 +9,9 @@ launches them; the runs are orchestrated by two processes started here (no daemo
 QueuedRunCoordinator only matters to submitted runs), two at a time so that both workers are kept
 busy. The multiprocess run of the same range (one run: the asset's single-run backfill policy) goes
 at the same time, through `dagster asset materialize`, into another warehouse.
+
+The other broker, RabbitMQ, is chosen by HUB_CELERY_BROKER_URL alone: a partition's step runs in a
+worker consuming from it (results over its rpc:// backend).
 """
 
 from __future__ import annotations
@@ -331,3 +334,60 @@ def test_the_executor_is_chosen_by_configuration_when_a_run_starts(monkeypatch):
     assert celery_urls() == ("amqp://hub:secret@127.0.0.1:5672//", "rpc://")
     assert redact_url("redis://:pw@redis:6379/0") == "redis://:***@redis:6379/0"
     assert "secret" not in redact_url(celery_urls()[0])
+
+
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def test_a_rabbitmq_broker_is_chosen_by_configuration_alone(tmp_path, monkeypatch, postgres_url):
+    """The other broker: HUB_CELERY_BROKER_URL names RabbitMQ (results over its rpc:// backend) and
+    an hour partition's step runs in a `hub worker` consuming from it, on the embedded instance."""
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(f"RabbitMQ on 127.0.0.1:5672 does not answer ({exc!r}); the Celery test needs it")
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    events = _load_day(tmp_path, end, postgres_url)
+    assert events > 1000
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")  # the embedded (SQLite) instance
+    env = os.environ | {
+        "DAGSTER_HOME": str(home),
+        "HUB_HOME": str(tmp_path / "hub"),
+        "HUB_WAREHOUSE_URL": postgres_url,
+        "HUB_CELERY_BROKER_URL": RABBITMQ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    name = "hub-test-rabbit@127.0.0.1"
+    log = tmp_path / "worker.log"
+    worker = _start_worker(name, env, log)
+    try:
+        _wait_for_workers(RABBITMQ, (name,), [worker], [log])
+        key = (end - timedelta(hours=12)).strftime("%Y-%m-%d-%H:%M")
+        run = subprocess.run(
+            [sys.executable, "-c", ORCHESTRATOR, f"rabbit-{uuid.uuid4().hex[:8]}", key],
+            env=env | {"HUB_EXECUTOR": "celery"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:] + log.read_text()[-2000:]
+        (run_id,) = json.loads(run.stdout.strip().splitlines()[-1])
+        with dg.DagsterInstance.get() as instance:
+            workers = {
+                r.dagster_event.engine_event_data.metadata["Celery worker"].value
+                for r in instance.all_logs(run_id)
+                if r.dagster_event
+                and r.dagster_event.event_type_value == "ENGINE_EVENT"
+                and "Celery worker" in r.dagster_event.engine_event_data.metadata
+            }
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+    finally:
+        _stop(worker)
+    assert workers == {name}
+    with Warehouse(postgres_url).connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM rollup_metrics_hourly")).scalar_one()
+    assert rows > 0
