@@ -4,12 +4,12 @@ assets and `hub ingest` share (no Dagster import; callers pass a logger)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from hub_pipelines.events.batches import LandedBatch, prepare_batches
+from hub_pipelines.events.batches import LandedBatch, PreparedBatch, prepare_batches
 from hub_pipelines.landing import LandingZone
 from hub_pipelines.warehouse import Warehouse
 from hub_pipelines.warehouse.event_writer import BatchOutcome, summarise, write_batch
@@ -49,24 +49,27 @@ def ingest_files(
     logger = logger or log
     report = IngestReport()
     done = 0
-
-    def write(prepared: list) -> int:
-        return _write_chunk(
-            warehouse, zone, prepared, session, report, run_id, archive, done, len(keys), progress, logger
-        )
-
-    # While one chunk is written the next is validated on a second thread: both are mostly DuckDB
-    # and Arrow, which release the GIL, so the two cores share the work.
     with warehouse.session() as session, ThreadPoolExecutor(1, thread_name_prefix="hub-validate") as pool:
-        pending: Future | None = None
-        for chunk in _chunks(zone, keys, report, logger):
-            upcoming = pool.submit(prepare_batches, chunk, received_at or datetime.now(UTC))
-            if pending is not None:
-                done = write(pending.result())
-            pending = upcoming
-        if pending is not None:
-            done = write(pending.result())
+        for prepared in _prepared_ahead(_chunks(zone, keys, report, logger), received_at, pool):
+            done = _write_chunk(
+                warehouse, zone, prepared, session, report, run_id, archive, done, len(keys), progress, logger
+            )
     return report
+
+
+def _prepared_ahead(
+    chunks: Iterator[list[LandedBatch]], received_at: datetime | None, pool: ThreadPoolExecutor
+) -> Iterator[list[PreparedBatch]]:
+    """The chunks prepared, in order, each validated on `pool` while the caller writes the one
+    before: both are mostly DuckDB and Arrow, which release the GIL, so two cores share the work."""
+    pending: Future | None = None
+    for chunk in chunks:
+        upcoming = pool.submit(prepare_batches, chunk, received_at or datetime.now(UTC))
+        if pending is not None:
+            yield pending.result()
+        pending = upcoming
+    if pending is not None:
+        yield pending.result()
 
 
 def _write_chunk(

@@ -933,7 +933,7 @@ def validate_batches(
         combined = combined.append_column("group_id", group_id)
         parts = [_terminal_rows(combined, terminal)]
         # Each group gets its own filtered copy to scan: measured faster than one registered table
-        # read through a filtered view, and DuckDB then keeps the rows in batch order.
+        # read through a filtered view.
         for number, group in enumerate(groups):
             con.register("group_records", combined.filter(pc.equal(group_id, number)))
             # A parallel scan does not keep the rows in batch order; DuckDB's sort puts them back
