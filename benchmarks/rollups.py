@@ -33,7 +33,7 @@ import os
 import platform
 import tempfile
 import time
-import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,10 +41,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from ingest import fresh_postgres_database  # benchmarks/ingest.py
 
 from hub_pipelines.warehouse import Warehouse
 from hub_pipelines.warehouse.rollups import refresh_daily, refresh_hourly
-from hub_pipelines.warehouse.store import normalise_url
 from hub_pipelines.warehouse.tables import METRIC_ROLLUP_DIMENSIONS, events
 
 POSTGRES_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -194,28 +194,22 @@ def pandas_baseline(warehouse: Warehouse, day: datetime) -> tuple[float, int, fl
     return time.perf_counter() - began, len(result), loaded
 
 
+@contextmanager
 def open_warehouse(backend: str, workdir: Path):
+    """A warehouse in a fresh DuckDB file, or in a fresh PostgreSQL database dropped afterwards."""
     if backend == "duckdb":
-        url = f"duckdb:///{workdir / 'bench.duckdb'}"
-        return Warehouse(url), lambda: None
-    name = f"hub_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(normalise_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    warehouse = Warehouse(POSTGRES_URL.rsplit("/", 1)[0] + "/" + name)
-
-    def drop():
-        warehouse.engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-    return warehouse, drop
+        yield Warehouse(f"duckdb:///{workdir / 'bench.duckdb'}")
+        return
+    with fresh_postgres_database(POSTGRES_URL) as url:
+        warehouse = Warehouse(url)
+        try:
+            yield warehouse
+        finally:
+            warehouse.engine.dispose()
 
 
 def one_day(backend: str, n: int, workdir: Path) -> dict:
-    warehouse, drop = open_warehouse(backend, workdir)
-    try:
+    with open_warehouse(backend, workdir) as warehouse:
         warehouse.create_tables()
         day = datetime(2026, 10, 1, tzinfo=UTC)
         load_s = load_day(warehouse, n, day, 0, 0.1)
@@ -239,13 +233,10 @@ def one_day(backend: str, n: int, workdir: Path) -> dict:
             "ratio_hub_over_pandas": round(hourly.seconds / pandas_s, 2),
             "events_per_s": round(n / hourly.seconds),
         }
-    finally:
-        drop()
 
 
 def backfill(backend: str, n: int, days: int, workdir: Path, through_dagster: bool) -> dict:
-    warehouse, drop = open_warehouse(backend, workdir)
-    try:
+    with open_warehouse(backend, workdir) as warehouse:
         warehouse.create_tables()
         start = datetime(2026, 9, 1, tzinfo=UTC)
         per_day = n // days
@@ -265,8 +256,6 @@ def backfill(backend: str, n: int, days: int, workdir: Path, through_dagster: bo
         if through_dagster:
             out |= dagster_backfill(warehouse, start, days, workdir)
         return out
-    finally:
-        drop()
 
 
 def dagster_backfill(warehouse: Warehouse, start: datetime, days: int, workdir: Path) -> dict:
