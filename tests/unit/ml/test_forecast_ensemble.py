@@ -19,7 +19,13 @@ from hub_ml.forecast import (
     rolling_origin_backtest,
 )
 from hub_ml.forecast import ensemble as ensemble_module
-from hub_ml.forecast.ensemble import combine, scheme_weights
+from hub_ml.forecast.ensemble import (
+    WEIGHTING_SCHEMES,
+    combine,
+    distinct_target_points,
+    scheme_weights,
+    stacking_supported,
+)
 from hub_ml.forecast.series import LogTransform
 from hub_ml.forecast.synthetic import synthetic_hourly_traffic
 
@@ -166,6 +172,37 @@ def test_ensemble_report_and_metrics_for_mlflow(daily_spend):
     assert "| model" in report.summary() or "model" in report.summary()
     forecast = model.predict(30)
     assert (forecast["lower"] <= forecast["mean"]).all() and (forecast["mean"] <= forecast["upper"]).all()
+
+
+def test_stacking_needs_distinct_target_points_per_weight():
+    # Daily: 8 origins 3 days apart, 30-day horizon, buckets of steps 1-7, 8-14, 15-30.
+    daily = HorizonBuckets.for_horizon(30, pd.Timedelta(days=1), 8)
+    origins = plan_origins(90, 30, 8, 3, 20)
+    assert distinct_target_points(origins, daily) == [28, 28, 37]
+    assert not stacking_supported(origins, daily, n_models=4, min_points=10)
+    assert stacking_supported(origins, daily, n_models=2, min_points=10)
+    # Hourly: 3 origins a week apart; the steps 1-24 bucket covers 72 distinct hours.
+    hourly = HorizonBuckets.for_horizon(720, pd.Timedelta(hours=1), 3)
+    origins = plan_origins(2160, 720, 3, 168, 336)
+    assert min(distinct_target_points(origins, hourly)) == 72
+    assert stacking_supported(origins, hourly, n_models=4, min_points=10)
+
+
+@pytest.mark.parametrize("min_points", [0, 10])
+def test_auto_weighting_leaves_out_stacking_on_few_distinct_days(daily_spend, min_points):
+    config = EnsembleConfig.quick(
+        models=("seasonal_naive", "sarima", "prophet"), min_stacking_points=min_points
+    )
+    report = EnsembleForecaster(config).fit(daily_spend).report
+    errors = report.weighting_errors
+    assert set(WEIGHTING_SCHEMES) <= set(errors)  # stacking is still judged and reported
+    allowed = [s for s in WEIGHTING_SCHEMES if min_points == 0 or s != "stacking"]
+    best = min(allowed, key=errors.get)
+    best_single = min(v for k, v in errors.items() if k.startswith("single_"))
+    if errors[best] < best_single:
+        assert report.weighting == best
+    else:
+        assert report.weighting.startswith("fallback:")
 
 
 def test_config_is_checked():
