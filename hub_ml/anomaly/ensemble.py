@@ -23,7 +23,13 @@ among those of their ``role``: "point" detectors (z-score, IQR, seasonal residua
 LSTM) judge each point, the "sustained" EWMA chart is built to ignore single points and alarm on
 shifts and ramps. A role's score is the weighted mean of its members' votes; the ensemble ``score``
 is the highest role score and ``is_anomaly`` is ``score >= vote_threshold`` (default 0.5: the weighted
-detector of that role is at its threshold). Averaging a spike specialist with a shift specialist
+detector of that role is at its threshold). A sustained role has one member in the default ensemble, so
+its alarms would pass without a vote: a run of its flags counts only from the first point of the run
+where the point role corroborates it, with a weighted score of at least ``corroboration`` (default
+0.2, the point detectors a quarter of the way to their thresholds; causal, so the verdict of a point
+never depends on later ones). A real shift or drop moves the residual detectors that far while it
+lasts; a chart drifting past its limit because the level it was fitted on has gone stale does not.
+Uncorroborated points keep a role score just below ``vote_threshold``. Averaging a spike specialist with a shift specialist
 would let each dilute the other; within a role a soft vote lets strong evidence carry detectors close
 to their thresholds while noise that barely crosses one detector's threshold is outvoted.
 ``detected_by`` lists the detectors whose own verdict is an anomaly (never empty for a flagged point:
@@ -58,6 +64,8 @@ from hub_ml.anomaly.statistical import (
 from hub_ml.anomaly.synthetic import inject_anomalies
 
 SEVERITY_LEVELS = ("low", "medium", "high", "critical")
+#: Point-role score that lets a run of sustained-role alarms count (see the module docstring).
+DEFAULT_CORROBORATION = 0.2
 SEVERITY_CUTS = (1.5, 2.5, 4.0)
 RATIO_CUTS = (1.5, 2.0, 4.0)
 RECORD_COLUMNS = [
@@ -184,6 +192,26 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
+def _corroborated(
+    scores: np.ndarray, point_score: np.ndarray, vote_threshold: float, corroboration: float
+) -> np.ndarray:
+    """``scores`` of a sustained role with its uncorroborated alarms held just below the threshold: in
+    each run of points at or above ``vote_threshold``, those before the first point where
+    ``point_score >= corroboration``."""
+    flagged = np.nan_to_num(scores, nan=0.0) >= vote_threshold
+    if not flagged.any():
+        return scores
+    seen = point_score >= corroboration
+    run_start = flagged & ~np.concatenate([[False], flagged[:-1]])
+    run_id = np.cumsum(run_start)
+    # Corroborated so far in this run: a running count of corroborating points per run.
+    count = np.cumsum(seen & flagged)
+    count_at_start = np.maximum.accumulate(np.where(run_start, count - (seen & flagged), 0))
+    ok = flagged & (count - count_at_start > 0) & (run_id > 0)
+    held = np.nextafter(vote_threshold, 0.0)
+    return np.where(flagged & ~ok, np.minimum(scores, held), scores)
+
+
 def combine(
     outputs: dict[str, pd.DataFrame],
     weights: dict[str, float],
@@ -191,13 +219,15 @@ def combine(
     roles: dict[str, str] | None = None,
     vote_threshold: float = 0.5,
     metric: str = "value",
+    corroboration: float = DEFAULT_CORROBORATION,
 ) -> pd.DataFrame:
     """Ensemble frame from per-detector ``score`` frames (same index), their weights and roles.
 
     Detectors vote within their role (``WalkForwardDetector.role``: "point" or "sustained") with
     their scores, weighted; a role flags a point when its weighted mean score reaches
     ``vote_threshold``; the ensemble flags it when any role does, and its score is the highest role
-    score.
+    score. Runs of flags of a role other than "point" count from their first point where the point
+    role's score reaches ``corroboration`` (0 turns this off; so does having no point detector).
     """
     names = list(outputs)
     first = outputs[names[0]]
@@ -212,7 +242,8 @@ def combine(
     votes = np.column_stack([outputs[n]["is_anomaly"].to_numpy(dtype=bool) for n in names])
     has_verdict = ~np.isnan(scores)
     role_scores, role_shares = [], []
-    for role in dict.fromkeys(role_of):
+    roles_in_order = list(dict.fromkeys(role_of))
+    for role in roles_in_order:
         member = (role_of == role) * w
         active = (has_verdict * member).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -222,6 +253,11 @@ def combine(
             role_shares.append(
                 np.where(active > 0, (votes * has_verdict * member).sum(axis=1) / active, np.nan)
             )
+    if "point" in roles_in_order and corroboration > 0:
+        point_score = np.nan_to_num(role_scores[roles_in_order.index("point")], nan=0.0)
+        for r, role in enumerate(roles_in_order):
+            if role != "point":
+                role_scores[r] = _corroborated(role_scores[r], point_score, vote_threshold, corroboration)
     role_scores_arr = np.column_stack(role_scores)
     role_shares_arr = np.column_stack(role_shares)
     deciding = np.argmax(np.nan_to_num(role_scores_arr, nan=-1.0), axis=1)
@@ -285,6 +321,7 @@ class AnomalyEnsemble:
         tolerance: pd.Timedelta = DEFAULT_TOLERANCE,
         seed: int = 0,
         metric: str | None = None,
+        corroboration: float = DEFAULT_CORROBORATION,
     ) -> None:
         if callable(detectors):
             detectors = detectors()
@@ -294,7 +331,10 @@ class AnomalyEnsemble:
             raise ValueError(f"detector names must be unique, got {names}")
         if not 0 < vote_threshold <= 1:
             raise ValueError("vote_threshold must be in (0, 1]")
+        if not 0 <= corroboration < 1:
+            raise ValueError("corroboration must be in [0, 1)")
         self.vote_threshold = vote_threshold
+        self.corroboration = corroboration
         self.validation_fraction = validation_fraction
         self.min_validation = min_validation
         self.tolerance = tolerance
@@ -404,6 +444,8 @@ class AnomalyEnsemble:
             roles=self.roles,
             vote_threshold=self.vote_threshold,
             metric=self.metric or "value",
+            # Ensembles pickled before the option existed combine as they did then.
+            corroboration=getattr(self, "corroboration", 0.0),
         )
 
     def detect(self, series: pd.Series | pd.DataFrame, series_key: str = "") -> list[AnomalyRecord]:

@@ -111,23 +111,40 @@ class IQRDetector(WalkForwardDetector):
 class EWMAControlChartDetector(WalkForwardDetector):
     """EWMA control chart on standardised residuals u_t = (x_t - level) / sigma_t.
 
-    z_t = lam * u_t + (1 - lam) * z_{t-1}, with u clipped to +-``clip``; alarm when
+    z_t = lam * u_t + (1 - lam) * z_{t-1}, with u clipped to [-``drop_clip``, ``clip``]; alarm when
     |z_t| >= threshold * sqrt(lam / (2 - lam)) (the chart's asymptotic limit). ``level`` and ``sigma`` come from the training window, so a shift stays
     out of control for as long as it lasts instead of being absorbed. The chart restarts at each
     segment ``burn_in`` points before the segment, a fixed schedule, so it stays walk-forward.
+
+    Clipping is asymmetric: above the level the noise of traffic metrics has a heavy tail (a p95 over
+    a few dozen requests jumps when two time out, timeouts raise the error count), so one point
+    pushes the chart by at most ``lam * clip``; below it a metric is bounded (nothing falls below
+    zero), and a drop to 5-30% of normal for 2-6 hours, which in a low count such as errors is only
+    3-6 sigma an hour, must add up within those hours: it pushes by up to ``lam * drop_clip``. (With
+    ``drop_clip = clip = 3`` the chart needed 5 hours of a drop to alarm and found about a quarter of them.)
     """
 
     name = "ewma"
     role = "sustained"
 
     def __init__(
-        self, *, lam: float = 0.3, threshold: float = 6.0, clip: float = 3.0, burn_in: int = 72, **base: Any
+        self,
+        *,
+        lam: float = 0.3,
+        threshold: float = 6.0,
+        clip: float = 3.0,
+        drop_clip: float = 5.0,
+        burn_in: int = 72,
+        **base: Any,
     ) -> None:
         super().__init__(threshold=threshold, **base)
         if not 0 < lam <= 1:
             raise ValueError("lam must be in (0, 1]")
+        if clip <= 0 or drop_clip <= 0:
+            raise ValueError("clip and drop_clip must be positive")
         self.lam = lam
         self.clip = clip
+        self.drop_clip = drop_clip
         self.burn_in = burn_in
 
     def _fit_model(self, values, index, baseline, previous):
@@ -141,8 +158,11 @@ class EWMAControlChartDetector(WalkForwardDetector):
         sigma = baseline.sigma(expected, index[lo:])
         u = (y - expected) / sigma
         # A missing point neither pushes nor pulls the chart; one outlier moves it by lam * clip at most
-        # (Huberised EWMA), so it alarms on sustained shifts, not on single spikes.
-        u = np.clip(np.nan_to_num(u, nan=0.0), -self.clip, self.clip)
+        # (Huberised EWMA; lam * drop_clip below the level), so it alarms on sustained shifts and
+        # drops, not on single spikes.
+        # A chart pickled before drop_clip existed clips symmetrically, as it did then.
+        drop_clip = getattr(self, "drop_clip", self.clip)
+        u = np.clip(np.nan_to_num(u, nan=0.0), -drop_clip, self.clip)
         lam = self.lam
         z = lfilter([lam], [1.0, -(1.0 - lam)], u)
         limit = self.threshold * np.sqrt(lam / (2.0 - lam))
@@ -153,8 +173,8 @@ class EWMAControlChartDetector(WalkForwardDetector):
         u_high = (limit - (1.0 - lam) * z_prev) / lam
         exp_seg, sig_seg = expected[offset:], sigma[offset:]
         # Past the clip a value pushes no harder, so the range never extends beyond it.
-        u_low = np.clip(u_low, -self.clip, self.clip)
-        u_high = np.maximum(np.clip(u_high, -self.clip, self.clip), u_low)
+        u_low = np.clip(u_low, -drop_clip, self.clip)
+        u_high = np.maximum(np.clip(u_high, -drop_clip, self.clip), u_low)
         return SegmentScores(
             expected=exp_seg,
             lower=exp_seg + u_low * sig_seg,

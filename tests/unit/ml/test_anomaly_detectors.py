@@ -255,3 +255,22 @@ def test_score_requires_fit_and_a_consistent_grid():
     shifted.index = shifted.index + pd.Timedelta(minutes=30)
     with pytest.raises(ValueError):
         detector.score(shifted)
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_ewma_adds_up_a_short_drop_in_a_low_count(seed):
+    """A 3-hour fall to 15% of an error-like count (~20 an hour at the peak) is 3-5 sigma an hour: the
+    chart must add it up (drops push it harder than spikes), and nothing else in the series alarms."""
+    series = seasonal_counts(14, seed=seed, base=15.0)
+    start = pd.Timestamp("2026-09-16 12:00", tz="UTC")  # a Wednesday afternoon
+    end = start + pd.Timedelta(hours=3)
+    inside = (series.index >= start) & (series.index < end)
+    series[inside] = np.round(series[inside] * 0.15)
+    history, rest = series.iloc[: 8 * 24], series.iloc[8 * 24 :]
+    found = EWMAControlChartDetector().fit(history).score(rest)
+    flagged = found.index[found["is_anomaly"]]
+    assert len(flagged) and ((flagged >= start) & (flagged < end + pd.Timedelta(hours=3))).all()
+    # Clipped as hard below the level as above it, the same chart does not see the drop.
+    symmetric = EWMAControlChartDetector(drop_clip=3.0).fit(history).score(rest)
+    assert not symmetric["is_anomaly"].any()
+    assert found["deviation"].min() < symmetric["deviation"].min()

@@ -112,23 +112,26 @@ def test_labels_replace_the_proxy_and_short_histories_get_equal_weights():
     assert set(short.weights.values()) == {1.0}
 
 
-def test_soft_vote_weights_decide():
-    index = pd.date_range("2026-10-01", periods=3, freq="h", tz="UTC")
+def _detector_frame(scores: list[float], values: list[float] | float = 10.0) -> pd.DataFrame:
+    """One detector's score frame, hourly from 2026-10-01, expected 10 in a 5-15 range."""
+    scores_arr = np.array(scores)
+    return pd.DataFrame(
+        {
+            "value": values,
+            "score": scores_arr,
+            "lower": 5.0,
+            "upper": 15.0,
+            "is_anomaly": scores_arr >= 0.5,
+            "expected": 10.0,
+            "deviation": scores_arr / (1 - scores_arr),
+        },
+        index=pd.date_range("2026-10-01", periods=len(scores), freq="h", tz="UTC"),
+    )
 
+
+def test_soft_vote_weights_decide():
     def frame(scores):
-        scores = np.array(scores)
-        return pd.DataFrame(
-            {
-                "value": [10.0, 50.0, 10.0],
-                "score": scores,
-                "lower": 5.0,
-                "upper": 15.0,
-                "is_anomaly": scores >= 0.5,
-                "expected": 10.0,
-                "deviation": scores / (1 - scores),
-            },
-            index=index,
-        )
+        return _detector_frame(scores, values=[10.0, 50.0, 10.0])
 
     outputs = {"a": frame([0.1, 0.9, 0.6]), "b": frame([0.1, 0.3, 0.2])}
     equal = combine(outputs, {"a": 1.0, "b": 1.0})
@@ -138,6 +141,27 @@ def test_soft_vote_weights_decide():
     distrust_a = combine(outputs, {"a": 1.0, "b": 4.0})
     assert not distrust_a["is_anomaly"].any()
     assert "5.0x the expected 10" in equal["explanation"].iloc[1]
+
+
+def test_sustained_alarms_count_once_the_point_detectors_corroborate_them():
+    frame = _detector_frame
+
+    # The chart alarms on two runs, 1-4 and 7-8; the point detector stirs (0.25) only at 3.
+    outputs = {
+        "point": frame([0.0, 0.1, 0.1, 0.25, 0.1, 0.0, 0.0, 0.1, 0.1, 0.0]),
+        "chart": frame([0.1, 0.6, 0.7, 0.7, 0.6, 0.2, 0.1, 0.8, 0.8, 0.1]),
+    }
+    roles = {"point": "point", "chart": "sustained"}
+    out = combine(outputs, {"point": 1.0, "chart": 1.0}, roles=roles)
+    # Causal: the run counts from the corroborating point on, never before it.
+    assert out["is_anomaly"].tolist() == [False] * 3 + [True, True] + [False] * 5
+    assert (out["score"][~out["is_anomaly"]] < 0.5).all()
+    assert out["detected_by"].iloc[7] == ["chart"]  # the chart's own verdict is still reported
+    off = combine(outputs, {"point": 1.0, "chart": 1.0}, roles=roles, corroboration=0.0)
+    assert off["is_anomaly"].tolist() == (outputs["chart"]["score"] >= 0.5).tolist()
+    # A sustained detector on its own (no point role) needs no corroboration.
+    alone = combine({"chart": outputs["chart"]}, {"chart": 1.0}, roles=roles)
+    assert alone["is_anomaly"].tolist() == off["is_anomaly"].tolist()
 
 
 def test_ensemble_is_walk_forward():
