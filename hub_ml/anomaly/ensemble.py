@@ -23,15 +23,16 @@ among those of their ``role``: "point" detectors (z-score, IQR, seasonal residua
 LSTM) judge each point, the "sustained" EWMA chart is built to ignore single points and alarm on
 shifts and ramps. A role's score is the weighted mean of its members' votes; the ensemble ``score``
 is the highest role score and ``is_anomaly`` is ``score >= vote_threshold`` (default 0.5: the weighted
-detector of that role is at its threshold). A sustained role has one member in the default ensemble, so
-its alarms would pass without a vote: a run of its flags counts only from the first point of the run
-where the point role corroborates it, with a weighted score of at least ``corroboration`` (default
-0.2, the point detectors a quarter of the way to their thresholds; causal, so the verdict of a point
-never depends on later ones). A real shift or drop moves the residual detectors that far while it
-lasts; a chart drifting past its limit because the level it was fitted on has gone stale does not.
-Uncorroborated points keep a role score just below ``vote_threshold``. Averaging a spike specialist with a shift specialist
+detector of that role is at its threshold). Averaging a spike specialist with a shift specialist
 would let each dilute the other; within a role a soft vote lets strong evidence carry detectors close
 to their thresholds while noise that barely crosses one detector's threshold is outvoted.
+A sustained role has one member in the default ensemble, so its alarms would pass without a vote: a
+run of its flags counts only from the first point of the run where the point role corroborates it,
+with a weighted score of at least ``corroboration`` (default 0.2, the point detectors a quarter of
+the way to their thresholds; causal, so the verdict of a point never depends on later ones). A real
+shift or drop moves the residual detectors that far while it lasts; a chart drifting past its limit
+because the level it was fitted on has gone stale does not. Uncorroborated points keep a role score
+just below ``vote_threshold``.
 ``detected_by`` lists the detectors whose own verdict is an anomaly (never empty for a flagged point:
 a weighted mean >= 0.5 needs one vote >= 0.5); ``confidence`` is the weighted share of the deciding
 role's detectors whose own verdict agrees with the ensemble's;
@@ -203,11 +204,10 @@ def _corroborated(
         return scores
     seen = point_score >= corroboration
     run_start = flagged & ~np.concatenate([[False], flagged[:-1]])
-    run_id = np.cumsum(run_start)
     # Corroborated so far in this run: a running count of corroborating points per run.
     count = np.cumsum(seen & flagged)
     count_at_start = np.maximum.accumulate(np.where(run_start, count - (seen & flagged), 0))
-    ok = flagged & (count - count_at_start > 0) & (run_id > 0)
+    ok = flagged & (count - count_at_start > 0)
     held = np.nextafter(vote_threshold, 0.0)
     return np.where(flagged & ~ok, np.minimum(scores, held), scores)
 
