@@ -3,11 +3,14 @@ assets and `hub ingest` share (no Dagster import; callers pass a logger)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import pyarrow as pa
 
 from hub_pipelines.events.batches import LandedBatch, PreparedBatch, prepare_batches
 from hub_pipelines.landing import LandingZone
@@ -47,6 +50,7 @@ def ingest_files(
     """Ingest the given landing keys, each batch in its own transaction, archiving each after
     its transaction commits. A batch already in the ledger is archived and not written again."""
     logger = logger or log
+    keep_freed_memory()
     report = IngestReport()
     done = 0
     with warehouse.session() as session, ThreadPoolExecutor(1, thread_name_prefix="hub-validate") as pool:
@@ -55,6 +59,27 @@ def ingest_files(
                 warehouse, zone, prepared, session, report, run_id, archive, done, len(keys), progress, logger
             )
     return report
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let Arrow reuse the memory ingest frees instead of handing it back to the kernel.
+
+    Ingest allocates and frees gigabytes of short-lived Arrow buffers. Arrow's default allocator
+    returns freed pages to the kernel within milliseconds, so the next buffer takes fresh pages the
+    kernel must zero (on a VM, fetch back from the host): perf on benchmarks/ingest.py found 13% of
+    validation's CPU in clear_page. Arrow's jemalloc pool without decay keeps them: the benchmark
+    runs in about 27 s instead of 37 on this machine (docs/BENCHMARKS.md). The process keeps its
+    peak Arrow memory until it exits (a Dagster run or `hub ingest` is its own process; ingest
+    bounds that peak with CHUNK_BYTES). Process-wide, so once per process; False where this Arrow
+    build has no jemalloc.
+    """
+    try:
+        pa.jemalloc_set_decay_ms(-1)
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except (NotImplementedError, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def _prepared_ahead(

@@ -135,9 +135,6 @@ def _insert_duckdb(conn: sa.Connection, batch: PreparedBatch) -> pa.Array:
     cost more than the insert itself."""
     if not batch.kept:
         return pa.array([False] * batch.rows.num_rows)
-    # The raw text and payload dominate the bytes written; zstd stores them 7x smaller than
-    # DuckDB's default string compression in a third of its time.
-    conn.exec_driver_sql("SET force_compression = 'zstd'")
     # Stored events have no order; letting DuckDB insert from both threads in any order is ~30% faster.
     conn.exec_driver_sql("SET preserve_insertion_order = false")
     raw = conn.connection.driver_connection
