@@ -55,11 +55,29 @@ def ingest_files(
     keep_freed_memory()
     report = IngestReport()
     done = 0
-    with warehouse.session() as session, ThreadPoolExecutor(1, thread_name_prefix="hub-validate") as pool:
-        for prepared in _prepared_ahead(_chunks(zone, keys, report, logger), received_at, pool):
-            done = _write_chunk(
-                warehouse, zone, prepared, session, report, run_id, archive, done, len(keys), progress, logger
-            )
+    try:
+        with (
+            warehouse.session() as session,
+            ThreadPoolExecutor(1, thread_name_prefix="hub-validate") as pool,
+        ):
+            for prepared in _prepared_ahead(_chunks(zone, keys, report, logger), received_at, pool):
+                done = _write_chunk(
+                    warehouse,
+                    zone,
+                    prepared,
+                    session,
+                    report,
+                    run_id,
+                    archive,
+                    done,
+                    len(keys),
+                    progress,
+                    logger,
+                )
+    finally:
+        # Kept while ingesting (keep_freed_memory); a long-lived process (a Celery worker, a
+        # test session) gets it back afterwards.
+        pa.default_memory_pool().release_unused()
     return report
 
 
@@ -71,10 +89,9 @@ def keep_freed_memory() -> bool:
     returns freed pages to the kernel within milliseconds, so the next buffer takes fresh pages the
     kernel must zero (on a VM, fetch back from the host): perf on benchmarks/ingest.py found 13% of
     validation's CPU in clear_page. Arrow's jemalloc pool without decay keeps them: the benchmark
-    runs in about 27 s instead of 37 on this machine (docs/BENCHMARKS.md). The process keeps its
-    peak Arrow memory until it exits (a Dagster run or `hub ingest` is its own process; ingest
-    bounds that peak with CHUNK_BYTES). Process-wide, so once per process; False where this Arrow
-    build has no jemalloc.
+    runs in about 27 s instead of 37 on this machine (docs/BENCHMARKS.md). ingest_files hands the
+    kept memory back when it ends (CHUNK_BYTES bounds it meanwhile). Process-wide, so once per
+    process; False where this Arrow build has no jemalloc.
     """
     try:
         pa.jemalloc_set_decay_ms(-1)
