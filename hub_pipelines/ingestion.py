@@ -15,7 +15,7 @@ import pyarrow as pa
 from hub_pipelines.events.batches import LandedBatch, PreparedBatch, prepare_batches
 from hub_pipelines.landing import LandingZone
 from hub_pipelines.warehouse import Warehouse
-from hub_pipelines.warehouse.event_writer import BatchOutcome, summarise, write_batch
+from hub_pipelines.warehouse.event_writer import BatchOutcome, StoredIds, summarise, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,10 @@ def _write_chunk(
     warehouse, zone, prepared, session, report, run_id, archive, done, total, progress, logger
 ) -> int:
     """Write each prepared batch in its own transaction, archiving it once committed."""
+    # One scan of the stored event_ids for the whole chunk, not one per batch (DuckDB has no index).
+    stored_ids = StoredIds.of(session, prepared) if warehouse.is_duckdb else None
     for batch in prepared:
-        outcome = write_batch(warehouse, batch, run_id=run_id, session=session)
+        outcome = write_batch(warehouse, batch, run_id=run_id, session=session, stored_ids=stored_ids)
         report.outcomes.append(outcome)
         if archive:
             report.archived[batch.landing_key] = zone.archive(batch.landing_key, batch.batch_id)

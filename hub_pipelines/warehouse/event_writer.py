@@ -52,17 +52,81 @@ def write_batch(
     batch: PreparedBatch,
     run_id: str | None = None,
     session: sa.Connection | None = None,
+    stored_ids: StoredIds | None = None,
 ) -> BatchOutcome:
-    """Write one batch in one transaction, on a `warehouse.session()` connection when given."""
+    """Write one batch in one transaction, on a `warehouse.session()` connection when given.
+
+    `stored_ids` (DuckDB only; from `StoredIds.of`) answers which event_ids are already stored
+    for several batches written in turn, instead of a scan of the events table per batch."""
     if session is None:
         with warehouse.session() as conn:
-            return write_batch(warehouse, batch, run_id, conn)
+            return write_batch(warehouse, batch, run_id, conn, stored_ids)
     with session.begin():
-        return _write(warehouse, session, batch, run_id)
+        return _write(warehouse, session, batch, run_id, stored_ids)
+
+
+@dataclass
+class StoredIds:
+    """Which event_ids of a run of batches are already stored, found with one scan of `events`
+    for all of them, and which occur in more than one batch of the run (a later batch must see
+    what an earlier one stored).
+
+    The embedded DuckDB file has one writer (the session holds its lock), so nothing else can
+    store an event_id between the scan and the batches' writes. The scan reads every stored
+    event_id (DuckDB keeps no index on `events`): once per run of batches instead of once per
+    batch, which matters more the larger the warehouse."""
+
+    known: set[str]  # stored before the run, or by an earlier batch of it
+    repeated: set[str]  # kept by more than one batch of the run
+
+    @classmethod
+    def of(cls, conn: sa.Connection, batches: list[PreparedBatch]) -> StoredIds:
+        kept = [b.rows["event_id"].filter(b.keep) for b in batches if b.rows.num_rows and b.kept]
+        if not kept:
+            return cls(set(), set())
+        raw = conn.connection.driver_connection
+        raw.register("candidate_ids", pa.table({"event_id": pa.chunked_array(kept)}))
+        try:
+            with conn.begin():
+                # Each result is read before the next statement: DuckDB's cursor holds one.
+                found = set(
+                    conn.execute(
+                        sa.text(
+                            "SELECT DISTINCT c.event_id FROM candidate_ids c"
+                            " JOIN events e ON e.event_id = c.event_id"
+                        )
+                    ).scalars()
+                )
+                repeated = set(
+                    conn.execute(
+                        sa.text("SELECT event_id FROM candidate_ids GROUP BY event_id HAVING count(*) > 1")
+                    ).scalars()
+                )
+            return cls(found, repeated)
+        finally:
+            raw.unregister("candidate_ids")
+
+    def stored_before(self, batch: PreparedBatch) -> list[str]:
+        """The batch's kept event_ids already stored."""
+        return _members(batch.rows["event_id"].filter(batch.keep), self.known)
+
+    def add(self, batch: PreparedBatch, fresh: pa.Array | pa.ChunkedArray) -> None:
+        """Note what the batch stored, where a later batch of the run has it too."""
+        self.known.update(_members(batch.rows["event_id"].filter(fresh), self.repeated))
+
+
+def _members(ids: pa.ChunkedArray, values: set[str]) -> list[str]:
+    if not values or not len(ids):
+        return []
+    return ids.filter(pc.is_in(ids, value_set=pa.array(sorted(values), pa.string()))).to_pylist()
 
 
 def _write(
-    warehouse: Warehouse, conn: sa.Connection, batch: PreparedBatch, run_id: str | None
+    warehouse: Warehouse,
+    conn: sa.Connection,
+    batch: PreparedBatch,
+    run_id: str | None,
+    stored_ids: StoredIds | None = None,
 ) -> BatchOutcome:
     done = (
         conn.execute(sa.select(ingest_ledger).where(ingest_ledger.c.batch_id == batch.batch_id))
@@ -72,7 +136,12 @@ def _write(
     if done is not None:
         return _outcome_from_ledger(done, batch)
 
-    fresh = _insert_duckdb(conn, batch) if warehouse.is_duckdb else _insert_postgres(warehouse, conn, batch)
+    if warehouse.is_duckdb:
+        fresh = _insert_duckdb(conn, batch, stored_ids.stored_before(batch) if stored_ids else None)
+        if stored_ids:
+            stored_ids.add(batch, fresh)
+    else:
+        fresh = _insert_postgres(warehouse, conn, batch)
     stored = int(pc.sum(fresh).as_py() or 0) if len(fresh) else 0
     fresh_times = (
         batch.rows["event_time"].filter(fresh) if stored else pa.array([], pa.timestamp("us", tz="UTC"))
@@ -126,13 +195,13 @@ def _write(
     return outcome
 
 
-def _insert_duckdb(conn: sa.Connection, batch: PreparedBatch) -> pa.Array:
+def _insert_duckdb(conn: sa.Connection, batch: PreparedBatch, stored_before: list[str] | None) -> pa.Array:
     """Insert the kept rows straight from the batch's validated rows (no filtered copy); returns
     which rows were stored.
 
     DuckDB has a single writer, so asking first which event_ids are already stored (almost always
-    none) and then inserting the rest cannot race; it spares an anti-join and RETURNING, which
-    cost more than the insert itself."""
+    none; `stored_before` when the caller already knows) and then inserting the rest cannot race;
+    it spares an anti-join and RETURNING, which cost more than the insert itself."""
     if not batch.kept:
         return pa.array([False] * batch.rows.num_rows)
     # Stored events have no order; letting DuckDB insert from both threads in any order is ~30% faster.
@@ -143,15 +212,16 @@ def _insert_duckdb(conn: sa.Connection, batch: PreparedBatch) -> pa.Array:
     )
     raw.register("staged_rows", rows)
     try:
-        stored_before = (
-            conn.execute(
-                sa.text(
-                    "SELECT s.event_id FROM staged_rows s JOIN events e ON e.event_id = s.event_id WHERE s.keep"
+        if stored_before is None:
+            stored_before = (
+                conn.execute(
+                    sa.text(
+                        "SELECT s.event_id FROM staged_rows s JOIN events e ON e.event_id = s.event_id WHERE s.keep"
+                    )
                 )
+                .scalars()
+                .all()
             )
-            .scalars()
-            .all()
-        )
         fresh = batch.keep
         if stored_before:
             known = pc.is_in(batch.rows["event_id"], value_set=pa.array(stored_before, pa.string()))

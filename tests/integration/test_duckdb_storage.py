@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from hub_pipelines.events.batches import LandedBatch, prepare_batches
 from hub_pipelines.ingestion import keep_freed_memory
 from hub_pipelines.warehouse import Warehouse
-from hub_pipelines.warehouse.event_writer import write_batch
+from hub_pipelines.warehouse.event_writer import StoredIds, write_batch
 from hub_pipelines.warehouse.store import DUCKDB_ROW_GROUP_SIZE
 
 
@@ -113,3 +113,29 @@ def test_keep_freed_memory_puts_arrow_on_jemalloc():
     assert pa.default_memory_pool().backend_name == "jemalloc"
     # Arrow still allocates and computes on that pool.
     assert pc.sum(pa.array(range(1000))).as_py() == 499500
+
+
+def test_one_scan_per_chunk_finds_what_a_scan_per_batch_finds(tmp_path: Path, event_factory):
+    """StoredIds (one scan of stored event_ids per chunk) against the scan per batch: the same
+    outcomes and rows, with event_ids stored by an earlier run and by an earlier batch of the run."""
+    earlier = _batch(event_factory, 0, 50)
+    run = [_batch(event_factory, 40, 30), _batch(event_factory, 60, 30), _batch(event_factory, 85, 10)]
+    results = []
+    for name, one_scan in (("per_batch", False), ("per_chunk", True)):
+        warehouse = Warehouse(f"duckdb:///{tmp_path / name}.duckdb")
+        warehouse.create_tables()
+        with warehouse.session() as conn:
+            write_batch(warehouse, prepare_batches([earlier])[0], session=conn)
+            prepared = prepare_batches(run)
+            stored_ids = StoredIds.of(conn, prepared) if one_scan else None
+            outcomes = [
+                write_batch(warehouse, batch, session=conn, stored_ids=stored_ids) for batch in prepared
+            ]
+        with warehouse.connect() as conn:
+            ids = conn.execute(sa.text("SELECT event_id FROM events ORDER BY event_id")).scalars().all()
+        warehouse.engine.dispose()
+        results.append(([(o.stored, o.duplicates) for o in outcomes], ids))
+    # 40-49 were stored by the earlier run, 60-69 and 85-89 by an earlier batch of this one.
+    assert results[0][0] == [(20, 10), (20, 10), (5, 5)]
+    assert results[1] == results[0]
+    assert len(results[1][1]) == len(set(results[1][1])) == 95
