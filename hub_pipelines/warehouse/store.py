@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from duckdb_engine import ConnectionWrapper
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
@@ -65,10 +68,11 @@ class Warehouse:
             path = self.url.split("duckdb:///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                # The file is attached to an in-memory database on each connect (_on_connect), the
-                # only way DuckDB takes a row-group size.
-                self._duckdb_file: str | None = path
+                # Connections are cursors of one in-memory DuckDB per file and process, with the
+                # file attached to it (_SHARED_FILES): the only way DuckDB takes a row-group size.
+                self._duckdb_file: str | None = os.path.realpath(path)
                 self.engine: Engine = sa.create_engine("duckdb:///:memory:", poolclass=NullPool)
+                sa.event.listen(self.engine, "do_connect", self._connect_file)
             else:
                 self._duckdb_file = None
                 self.engine = sa.create_engine(self.url, poolclass=NullPool)
@@ -82,22 +86,14 @@ class Warehouse:
     def is_duckdb(self) -> bool:
         return self.dialect == "duckdb"
 
+    def _connect_file(self, _dialect, _record, _cargs, _cparams) -> ConnectionWrapper:
+        return _SHARED_FILES.connect(self._duckdb_file)
+
     def _on_connect(self, dbapi_connection, _record) -> None:
         if self.is_duckdb:
             dbapi_connection.execute("SET TimeZone = 'UTC'")
             if self._duckdb_file:
-                # A transaction appends straight to the file, compressed, only once it fills a row
-                # group; a smaller one goes through the write-ahead log and is compressed again
-                # at the checkpoint. Ingest commits a batch at a time (30k-80k rows), so row groups
-                # of DUCKDB_ROW_GROUP_SIZE keep each commit's rows out of the log: benchmarks/ingest.py
-                # writes 1.46M events in about half the time. Every connection must attach with the
-                # same size, or a checkpoint merges the row groups back (the path is quoted as a
-                # literal: it comes from configuration, not from data).
-                literal = "'" + self._duckdb_file.replace("'", "''") + "'"
-                dbapi_connection.execute(
-                    f"ATTACH {literal} AS warehouse (ROW_GROUP_SIZE {DUCKDB_ROW_GROUP_SIZE})"
-                )
-                dbapi_connection.execute("USE warehouse")
+                dbapi_connection.execute(f"USE {_ATTACHED_AS}")
 
     def __repr__(self) -> str:
         return f"Warehouse({redact(self.url)})"
@@ -113,7 +109,7 @@ class Warehouse:
                 conn = self.engine.connect()
                 break
             # The file is attached in a connect hook, so a held lock may surface unwrapped.
-            except (sa.exc.OperationalError, duckdb.IOException) as exc:
+            except (sa.exc.DBAPIError, duckdb.IOException) as exc:
                 if not (self.is_duckdb and _is_lock_conflict(exc)) or time.monotonic() > deadline:
                     raise
                 log.info("warehouse file is busy; retrying in %.2fs", delay)
@@ -189,6 +185,77 @@ class Warehouse:
                 name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
                 for name, table in metadata.tables.items()
             }
+
+
+# The name the warehouse file is attached under, in every connection's in-memory database.
+_ATTACHED_AS = "warehouse"
+
+
+class _SharedFileConnection(ConnectionWrapper):
+    """A cursor of a shared in-memory DuckDB: closing it gives its share back."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, release) -> None:
+        super().__init__(cursor)
+        self._release = release
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._release is not None:
+                release, self._release = self._release, None
+                release()
+
+
+class _SharedFiles:
+    """One in-memory DuckDB per warehouse file in this process, with the file attached to it.
+
+    Why attach instead of `duckdb.connect(path)`: a transaction appends straight to the file,
+    compressed, only once it fills a row group; a smaller one goes through the write-ahead log and
+    is compressed again at the checkpoint. Ingest commits a batch at a time (30k-80k rows, under
+    DuckDB's 122,880), so row groups of DUCKDB_ROW_GROUP_SIZE keep each commit's rows out of the
+    log (benchmarks/ingest.py: 102 commits 0.5 s instead of 5.5-6.5 s), and DuckDB takes a
+    row-group size only in ATTACH. Every connection must attach with the same size, or a
+    checkpoint merges the row groups back.
+
+    Why shared: DuckDB refuses to attach a file that another database in the process holds, so
+    connections are cursors of one database, and the last to close closes it and releases the
+    file's lock for other processes, as DuckDB's own instance cache does for `duckdb.connect(path)`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, list] = {}  # path -> [database, connections open]
+
+    def connect(self, path: str) -> _SharedFileConnection:
+        with self._lock:
+            entry = self._open.get(path)
+            if entry is None:
+                database = duckdb.connect()
+                # The path comes from configuration, not from data; quoted as a literal.
+                literal = "'" + path.replace("'", "''") + "'"
+                try:
+                    database.execute(
+                        f"ATTACH {literal} AS {_ATTACHED_AS} (ROW_GROUP_SIZE {DUCKDB_ROW_GROUP_SIZE})"
+                    )
+                except BaseException:
+                    database.close()
+                    raise
+                entry = self._open[path] = [database, 0]
+            cursor = entry[0].cursor()
+            entry[1] += 1
+        return _SharedFileConnection(cursor, lambda: self._release(path))
+
+    def _release(self, path: str) -> None:
+        with self._lock:
+            entry = self._open[path]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._open[path]
+                entry[0].close()
+
+
+_SHARED_FILES = _SharedFiles()
 
 
 def _pg_type(arrow_type: pa.DataType) -> str:
