@@ -89,7 +89,7 @@ def keep_freed_memory() -> bool:
     returns freed pages to the kernel within milliseconds, so the next buffer takes fresh pages the
     kernel must zero (on a VM, fetch back from the host): perf on benchmarks/ingest.py found 13% of
     validation's CPU in clear_page. Arrow's jemalloc pool without decay keeps them: the benchmark
-    runs in about 27 s instead of 37 on this machine (docs/BENCHMARKS.md). ingest_files hands the
+    took 26-27 s against 27-39 s without it, in alternating runs (docs/BENCHMARKS.md). ingest_files hands the
     kept memory back when it ends (CHUNK_BYTES bounds it meanwhile). Process-wide, so once per
     process; False where this Arrow build has no jemalloc.
     """

@@ -31,7 +31,7 @@ from hub_pipelines.warehouse.tables import metadata
 
 log = logging.getLogger(__name__)
 
-# Rows per DuckDB row group (DuckDB's default is 122,880); see Warehouse._on_connect.
+# Rows per DuckDB row group (DuckDB's default is 122,880); see _SharedFiles.
 DUCKDB_ROW_GROUP_SIZE = 8192
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
