@@ -121,7 +121,7 @@ def _write_chunk(
 ) -> int:
     """Write each prepared batch in its own transaction, archiving it once committed."""
     # One scan of the stored event_ids for the whole chunk, not one per batch (DuckDB has no index).
-    stored_ids = StoredIds.of(session, prepared) if warehouse.is_duckdb else None
+    stored_ids = StoredIds.of(warehouse, session, prepared) if warehouse.is_duckdb else None
     for batch in prepared:
         outcome = write_batch(warehouse, batch, run_id=run_id, session=session, stored_ids=stored_ids)
         report.outcomes.append(outcome)

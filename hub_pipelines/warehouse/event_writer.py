@@ -80,12 +80,11 @@ class StoredIds:
     repeated: set[str]  # kept by more than one batch of the run
 
     @classmethod
-    def of(cls, conn: sa.Connection, batches: list[PreparedBatch]) -> StoredIds:
+    def of(cls, warehouse: Warehouse, conn: sa.Connection, batches: list[PreparedBatch]) -> StoredIds:
         kept = [b.rows["event_id"].filter(b.keep) for b in batches if b.rows.num_rows and b.kept]
         if not kept:
             return cls(set(), set())
-        raw = conn.connection.driver_connection
-        raw.register("candidate_ids", pa.table({"event_id": pa.chunked_array(kept)}))
+        warehouse.stage(conn, "candidate_ids", pa.table({"event_id": pa.chunked_array(kept)}))
         try:
             with conn.begin():
                 # Each result is read before the next statement: DuckDB's cursor holds one.
@@ -104,7 +103,7 @@ class StoredIds:
                 )
             return cls(found, repeated)
         finally:
-            raw.unregister("candidate_ids")
+            warehouse.unstage(conn, "candidate_ids")
 
     def stored_before(self, batch: PreparedBatch) -> list[str]:
         """The batch's kept event_ids already stored."""

@@ -127,7 +127,7 @@ def test_one_scan_per_chunk_finds_what_a_scan_per_batch_finds(tmp_path: Path, ev
         with warehouse.session() as conn:
             write_batch(warehouse, prepare_batches([earlier])[0], session=conn)
             prepared = prepare_batches(run)
-            stored_ids = StoredIds.of(conn, prepared) if one_scan else None
+            stored_ids = StoredIds.of(warehouse, conn, prepared) if one_scan else None
             outcomes = [
                 write_batch(warehouse, batch, session=conn, stored_ids=stored_ids) for batch in prepared
             ]
