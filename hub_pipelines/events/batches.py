@@ -82,7 +82,9 @@ class PreparedBatch:
         return self._events
 
 
-def prepare_batches(landed: list[LandedBatch], received_at: datetime | None = None) -> list[PreparedBatch]:
+def prepare_batches(
+    landed: list[LandedBatch], received_at: datetime | None = None, *, lean: bool = True, check: bool = True
+) -> list[PreparedBatch]:
     """Split, validate, normalise and de-duplicate (within each batch) several batches at once.
 
     Validation runs over all records of all batches in one pass (groups of records read the same
@@ -100,7 +102,7 @@ def prepare_batches(landed: list[LandedBatch], received_at: datetime | None = No
     readable = [(i, t) for i, t in enumerate(splits) if t is not None]
     prepared: dict[int, PreparedBatch] = {}
     if readable:
-        validated = validate_batches([t for _, t in readable], received_at)
+        validated = validate_batches([t for _, t in readable], received_at, lean=lean)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         try:
@@ -108,20 +110,29 @@ def prepare_batches(landed: list[LandedBatch], received_at: datetime | None = No
                 prepared[i] = _cut(con, landed[i], validated.for_batch(position), received_at)
         finally:
             con.close()
-        # One pandera pass over every batch's kept rows: its fixed cost per call exceeds the checks.
-        check_events(
-            pa.concat_tables([prepared[i].rows.select(CHECKED).filter(prepared[i].keep) for i, _ in readable])
-        )
     for i, message in unreadable.items():
         prepared[i] = _unreadable(landed[i], message, received_at)
-    return [prepared[i] for i in range(len(landed))]
+    batches = [prepared[i] for i in range(len(landed))]
+    if check:
+        check_prepared(batches)
+    return batches
+
+
+def check_prepared(batches: list[PreparedBatch]) -> None:
+    """Raise pandera's SchemaError if the rows the batches would store break the events table's
+    promises (model.py). One pass over all of them: its fixed cost per call exceeds the checks.
+    `prepare_batches` runs it unless told not to (ingest_files runs it on the writing thread,
+    which waits for validation otherwise, before the chunk's first write)."""
+    kept = [b.rows.select(CHECKED).filter(b.keep) for b in batches if b.rows.num_rows]
+    if kept:
+        check_events(pa.concat_tables(kept))
 
 
 def _cut(
     con: duckdb.DuckDBPyConnection, batch: LandedBatch, rows: pa.Table, received_at: datetime
 ) -> PreparedBatch:
     valid = rows["is_valid"]
-    keep = _first_occurrences(con, rows) if pc.any(valid).as_py() else pc.and_(valid, valid)
+    keep = _first_occurrences(rows)
     invalid = rows.filter(pc.invert(valid))
     dead = _dead_letter_rows(invalid, batch, received_at)
     kept_narrow = rows.select(["event_id", "event_time", "tenant_id", "event_type", "payload"]).filter(keep)
@@ -142,23 +153,20 @@ def _cut(
     return prepared
 
 
-def _first_occurrences(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Array:
-    """Valid records whose event_id did not come earlier in the batch. The window runs over a
-    narrow projection, not the wide rows."""
-    narrow = rows.select(["event_id", "is_valid"]).append_column("pos", pa.array(np.arange(rows.num_rows)))
-    con.register("batch_keys", narrow)
-    try:
-        first = (
-            con.sql(
-                "SELECT pos FROM batch_keys WHERE is_valid QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY pos) = 1"
-            )
-            .to_arrow_table()["pos"]
-            .to_numpy()
-        )
-    finally:
-        con.unregister("batch_keys")
+def _first_occurrences(rows: pa.Table) -> pa.Array:
+    """Valid records whose event_id did not come earlier in the batch (by record index: the
+    rows come grouped by how they were validated, not in file order). Vectorised in Arrow: sort
+    the valid rows by (event_id, rec_idx) and keep the first of each run of equal ids."""
+    valid = np.flatnonzero(rows["is_valid"].to_numpy(zero_copy_only=False))
     keep = np.zeros(rows.num_rows, dtype=bool)
-    keep[first] = True
+    if len(valid):
+        narrow = rows.select(["event_id", "rec_idx"]).take(pa.array(valid))
+        order = pc.sort_indices(narrow, sort_keys=[("event_id", "ascending"), ("rec_idx", "ascending")])
+        ids = narrow["event_id"].take(order)
+        first = np.ones(len(valid), dtype=bool)
+        if len(valid) > 1:
+            first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+        keep[valid[order.to_numpy()[first]]] = True
     return pa.array(keep)
 
 
@@ -192,7 +200,10 @@ def _dead_letter_rows(invalid: pa.Table, batch: LandedBatch, received_at: dateti
 
 def _catalog_rows(con: duckdb.DuckDBPyConnection, events: pa.Table) -> pa.Table:
     """The newest registry metadata per (tenant, asset) in this batch."""
-    metadata_events = events.filter(pc.equal(events["event_type"], "metadata"))
+    is_metadata = pc.equal(events["event_type"], "metadata")
+    if not pc.any(is_metadata).as_py():
+        return pa.table({})  # most batches: no query to plan (the writer only asks num_rows)
+    metadata_events = events.filter(is_metadata)
     con.register(
         "metadata_events", metadata_events.select(["event_id", "event_time", "tenant_id", "payload"])
     )

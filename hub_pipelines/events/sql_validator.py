@@ -18,6 +18,10 @@ conditions says a record has something wrong.
 
 `reference.py` does the same one record at a time with `jsonschema`; tests hold the two to the same
 verdicts and values.
+
+`validate_batches` first lets the lean path (`fast_path.py`) take the records it can show valid
+with cheaper checks (most records of most batches); these statements judge the rest, and every
+record that has something wrong with it, so every reason still comes from here.
 """
 
 from __future__ import annotations
@@ -631,7 +635,6 @@ def group_sql(group: Group) -> str:
     and their batch's newest event time as batch_newest) and returns OUTPUT_COLUMNS."""
     c = _Compiler(group)
     schema = c.schema
-    sv = c.raw("schema_version")
     c.define("timestamp", 1, "ts_json")  # resolved, and epoch milliseconds converted, by the router
 
     outcome_maps = [
@@ -673,6 +676,53 @@ def group_sql(group: Group) -> str:
                     )
     schema_reasons = _reason_list(checks)
 
+    valued, normal, rules, payload_norm, out = normalisation(c, group, payload)
+    rule_reasons = _reason_list([_Check(*rule) for rule in rules])
+    assert list(out) == list(OUTPUT_COLUMNS)
+    out_cols = ",\n    ".join(
+        f"CAST({expr} AS {OUTPUT_COLUMNS[name]}) AS {name}" for name, expr in out.items()
+    )
+
+    # Every c.raw()/c.canon() call is above this line, so the path and column lists are complete.
+    rest = f"""{valued_and_normal(valued, normal, "__LAST__")}, judged AS (
+    SELECT *, {schema_reasons} AS schema_reasons FROM normal
+), reasoned AS (
+    SELECT *,
+        list_concat(schema_reasons, {rule_reasons}) AS reasons,
+        {payload_norm} AS payload_norm
+    FROM judged
+)
+SELECT
+    {out_cols}
+FROM reasoned
+"""
+    layers, last = c.layers("base", uses=rest)
+    sql, json_paths = c.resolve_tokens(f"{layers}, {rest.replace('__LAST__', last)}")
+    paths = _sql_list(c.paths)
+    json_texts = f"json_extract(raw_text, {_sql_list(json_paths)}) AS x," if json_paths else ""
+    # One parse each for the types and the texts of every path; JSON text only where needed.
+    return f"""
+WITH base AS (
+    SELECT *,
+        {json_texts}
+        json_type(raw_text, {paths}) AS xt,
+        json_extract_string(raw_text, {paths}) AS xs
+    FROM group_records
+), {sql}"""
+
+
+def normalisation(
+    c: _Compiler, group: Group, payload: _Value
+) -> tuple[dict[str, str], dict[str, str], list[tuple[str, str, str, str]], str, dict[str, str]]:
+    """What a group's records become, shared by the full statement and the lean path
+    (fast_path.py) so both compute every value with the same expressions: the columns read
+    (`valued`), the normalised ones (`normal`), the business rules as (condition, code, field,
+    message), the canonical payload and the OUTPUT_COLUMNS expressions.
+
+    The expressions use the columns every statement provides: batch_idx, rec_idx, raw_text,
+    reasons, event_time, ts_text, batch_newest, src, etype, major and the $received_at parameter."""
+    schema = c.schema
+    sv = c.raw("schema_version")
     etype = group.etype
 
     def number(dotted: str) -> str:
@@ -742,7 +792,6 @@ def group_sql(group: Group) -> str:
          "timestamp", f"'timestamp ' || {iso} || ' is more than {max_age_s // 86400} days older than the newest event of its batch'"),
         *rules,
     ]  # fmt: skip
-    rule_reasons = _reason_list([_Check(*rule) for rule in rules])
 
     payload_norm = _payload_patch(c, group, payload)
     dims = _dimension_columns(c, etype)
@@ -775,46 +824,7 @@ def group_sql(group: Group) -> str:
         "outcome": "outcome" if etype == "policy" else "NULL",
         "payload": "payload_norm::VARCHAR",
     }
-    assert list(out) == list(OUTPUT_COLUMNS)
-    out_cols = ",\n    ".join(
-        f"CAST({expr} AS {OUTPUT_COLUMNS[name]}) AS {name}" for name, expr in out.items()
-    )
-
-    def select_more(cols: dict[str, str]) -> str:
-        return "".join(f",\n        {expr} AS {name}" for name, expr in cols.items())
-
-    # Every c.raw()/c.canon() call is above this line, so the path and column lists are complete.
-    rest = f"""valued AS (
-    SELECT *{select_more(valued)}
-    FROM __LAST__
-), normal AS (
-    SELECT *{select_more(normal)}
-    FROM valued
-), judged AS (
-    SELECT *, {schema_reasons} AS schema_reasons FROM normal
-), reasoned AS (
-    SELECT *,
-        list_concat(schema_reasons, {rule_reasons}) AS reasons,
-        {payload_norm} AS payload_norm
-    FROM judged
-)
-SELECT
-    {out_cols}
-FROM reasoned
-"""
-    layers, last = c.layers("base", uses=rest)
-    sql, json_paths = c.resolve_tokens(f"{layers}, {rest.replace('__LAST__', last)}")
-    paths = _sql_list(c.paths)
-    json_texts = f"json_extract(raw_text, {_sql_list(json_paths)}) AS x," if json_paths else ""
-    # One parse each for the types and the texts of every path; JSON text only where needed.
-    return f"""
-WITH base AS (
-    SELECT *,
-        {json_texts}
-        json_type(raw_text, {paths}) AS xt,
-        json_extract_string(raw_text, {paths}) AS xs
-    FROM group_records
-), {sql}"""
+    return valued, normal, rules, payload_norm, out
 
 
 def _payload_patch(c: _Compiler, group: Group, payload: _Value) -> str:
@@ -822,26 +832,50 @@ def _payload_patch(c: _Compiler, group: Group, payload: _Value) -> str:
     values put in, as reference.canonical_payload does."""
     if group.etype is None:
         return payload.v
+    patch, _ = payload_patch_items(c, group.etype)
+    if not patch:
+        return payload.v
+    items = ", ".join(part for key, value in patch.items() for part in (sql_str(key), value))
+    return f"json_merge_patch({payload.v}, json_object({items}))"
+
+
+def select_more(cols: dict[str, str]) -> str:
+    """Columns added to a `SELECT *`."""
+    return "".join(f",\n        {expr} AS {name}" for name, expr in cols.items())
+
+
+def valued_and_normal(valued: dict[str, str], normal: dict[str, str], source: str) -> str:
+    """The CTEs `valued` and `normal` over `source`: the columns of `normalisation`."""
+    return f"""valued AS (
+    SELECT *{select_more(valued)}
+    FROM {source}
+), normal AS (
+    SELECT *{select_more(normal)}
+    FROM valued
+)"""
+
+
+def payload_patch_items(c: _Compiler, etype: str) -> tuple[dict[str, str], set[str]]:
+    """The merge patch of a payload in order (key -> SQL JSON value), and the old names in it:
+    each is removed where its field was moved (the canonical name was not sent)."""
     patch: dict[str, str] = {}
+    moved: set[str] = set()
     renamed: set[str] = set()
-    for dotted_new in _payload_fields(c, group.etype):
+    for dotted_new in _payload_fields(c, etype):
         for old, _ in c.renames(dotted_new):
             renamed.add(dotted_new)
             # The old name goes when it was moved; it stays (as an extra field) when both came.
-            patch[old.split(".", 1)[1]] = (
-                f"CASE WHEN NOT {c.present(dotted_new)} THEN NULL ELSE {c.raw(old)} END"
-            )
+            key = old.split(".", 1)[1]
+            patch[key] = f"CASE WHEN NOT {c.present(dotted_new)} THEN NULL ELSE {c.raw(old)} END"
+            moved.add(key)
     for dotted_new in sorted(renamed):
         patch[dotted_new.split(".", 1)[1]] = c.canon(dotted_new).v
     patch |= {
         "telemetry": {"metric_value": "metric_value_norm", "unit": "unit_norm"},
         "cost": {"amount": "cost_usd", "currency": "'USD'"},
         "policy": {"outcome": "outcome"},
-    }.get(group.etype, {})
-    if not patch:
-        return payload.v
-    items = ", ".join(part for key, value in patch.items() for part in (sql_str(key), value))
-    return f"json_merge_patch({payload.v}, json_object({items}))"
+    }.get(etype, {})
+    return patch, moved
 
 
 def _dimension_columns(c: _Compiler, etype: str | None) -> dict[str, str]:
@@ -897,7 +931,11 @@ class ValidatedRecords:
 
 
 def validate_batches(
-    batches: list[pa.Table], received_at: datetime, con: duckdb.DuckDBPyConnection | None = None
+    batches: list[pa.Table],
+    received_at: datetime,
+    con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    lean: bool = True,
 ) -> ValidatedRecords:
     """Judge and normalise every record of several batches; one output row per input record.
 
@@ -905,7 +943,13 @@ def validate_batches(
     `batches`) and `rec_idx`, `is_valid`, `reasons` (a list of {code, field, message}) and the
     normalised OUTPUT_COLUMNS (NULL where a record is invalid). The batch watermark for the
     too-old rule is per batch.
+
+    With `lean` (the default) the lean path (fast_path.py) takes the records it can show valid
+    and the full statements below judge the rest; `lean=False` judges every record the full way
+    (the tests hold the two to the same output).
     """
+    from hub_pipelines.events import fast_path  # it is built from this module's pieces
+
     own = con is None
     con = con or duckdb.connect()
     try:
@@ -919,19 +963,25 @@ def validate_batches(
             return ValidatedRecords([])
         # Results are aligned with the records by row_id, not by trusting scan order.
         records = records.append_column("row_id", pa.array(np.arange(records.num_rows, dtype=np.int64)))
-        con.register("records", records)
-        routed = con.sql(router_sql()).to_arrow_table()
-        con.unregister("records")
+        accepted = _lean(con, records, received_at) if lean else []
+        rest, routed = _route(con, records, accepted)
+        readings = [(routed["event_time"], rest["batch_idx"])]
+        readings += [(part["event_time"], part["batch_idx"]) for part in accepted]
+        newest = _newest_by_batch(readings, len(batches), received_at)
+        too_old = [_too_old(part, newest, received_at) for part in accepted]
+        if any(pc.any(flags).as_py() for flags in too_old):
+            # Their reasons come from the full statements, like every invalid record's.
+            accepted = [part.filter(pc.invert(flags)) for part, flags in zip(accepted, too_old, strict=True)]
+            rest, routed = _route(con, records, accepted)
         terminal = routed["terminal_reasons"]
         groups, group_id = _group_ids(routed)
-        combined = records.drop_columns(["row_id"]).rename_columns({"raw": "raw_text"})
+        combined = rest.drop_columns(["row_id"]).rename_columns({"raw": "raw_text"})
         for name in ("root_type", "major", "is_legacy", "src", "etype", "ts_json", "ts_text", "event_time"):
             combined = combined.append_column(name, routed[name])
-        combined = combined.append_column(
-            "batch_newest", _batch_newest(routed, records["batch_idx"], received_at)
-        )
+        combined = combined.append_column("batch_newest", pc.take(newest, rest["batch_idx"]))
         combined = combined.append_column("group_id", group_id)
         parts = [_terminal_rows(combined, terminal)]
+        parts += [fast_path.with_raw_text(part, records) for part in accepted]
         # Each group gets its own filtered copy to scan: measured faster than one registered table
         # read through a filtered view.
         for number, group in enumerate(groups):
@@ -949,6 +999,30 @@ def validate_batches(
     finally:
         if own:
             con.close()
+
+
+def _lean(con: duckdb.DuckDBPyConnection, records: pa.Table, received_at: datetime) -> list[pa.Table]:
+    from hub_pipelines.events import fast_path  # it is built from this module's pieces
+
+    accepted = fast_path.accept(con, records, received_at)
+    return [accepted] if accepted.num_rows else []
+
+
+def _route(
+    con: duckdb.DuckDBPyConnection, records: pa.Table, accepted: list[pa.Table]
+) -> tuple[pa.Table, pa.Table]:
+    """The records the lean path did not accept, and the router's reading of them (row for row)."""
+    rest = records
+    if any(part.num_rows for part in accepted):
+        keep = np.ones(records.num_rows, dtype=bool)
+        for part in accepted:
+            keep[part["row_id"].to_numpy()] = False
+        rest = records.filter(pa.array(keep))
+    con.register("records", rest)
+    try:
+        return rest, con.sql(router_sql()).to_arrow_table()
+    finally:
+        con.unregister("records")
 
 
 def _group_ids(routed: pa.Table) -> tuple[list[Group], pa.Array]:
@@ -990,20 +1064,36 @@ def _same(column: pa.ChunkedArray, value: str | None) -> pa.ChunkedArray:
     return pc.fill_null(pc.equal(column, value), False)
 
 
-def _batch_newest(routed: pa.Table, batch_idx: pa.ChunkedArray, received_at: datetime) -> pa.Array:
-    """Per record, the newest event time of its batch that is not in the future (the batch
-    watermark of the too-old rule), or null when the batch has none."""
+def _newest_by_batch(
+    readings: list[tuple[pa.ChunkedArray, pa.ChunkedArray]], batches: int, received_at: datetime
+) -> pa.Array:
+    """Per batch, the newest event time not in the future (the batch watermark of the too-old
+    rule), or null when the batch has none; `readings` are (event_time, batch_idx) columns."""
     limit = pa.scalar(received_at + contract.MAX_FUTURE_SKEW, pa.timestamp("us", tz="UTC"))
-    times = routed["event_time"].cast(pa.timestamp("us", tz="UTC"))
-    usable = pc.if_else(pc.fill_null(pc.less_equal(times, limit), False), times, pa.scalar(None, times.type))
-    per_batch = (
-        pa.table({"batch_idx": batch_idx, "t": usable}).group_by("batch_idx").aggregate([("t", "max")])
-    )
-    lookup = dict(zip(per_batch["batch_idx"].to_pylist(), per_batch["t_max"].to_pylist(), strict=True))
-    indices = batch_idx.to_numpy()
-    # A batch with no records (an empty file) has no entry: it needs none.
-    values = [lookup.get(i) for i in range(int(indices.max()) + 1)] if len(indices) else []
-    return pc.take(pa.array(values, pa.timestamp("us", tz="UTC")), pa.array(indices))
+    newest: list[datetime | None] = [None] * batches
+    for times, batch_idx in readings:
+        if not len(times):
+            continue
+        times = times.cast(pa.timestamp("us", tz="UTC"))
+        usable = pc.if_else(
+            pc.fill_null(pc.less_equal(times, limit), False), times, pa.scalar(None, times.type)
+        )
+        per_batch = (
+            pa.table({"batch_idx": batch_idx, "t": usable}).group_by("batch_idx").aggregate([("t", "max")])
+        )
+        for i, t in zip(per_batch["batch_idx"].to_pylist(), per_batch["t_max"].to_pylist(), strict=True):
+            if t is not None and (newest[i] is None or t > newest[i]):
+                newest[i] = t
+    return pa.array(newest, pa.timestamp("us", tz="UTC"))
+
+
+def _too_old(accepted: pa.Table, newest: pa.Array, received_at: datetime) -> pa.Array:
+    """The timestamp_too_old rule of `group_sql`, for rows the lean path accepted."""
+    received = pa.scalar(received_at, pa.timestamp("us", tz="UTC"))
+    watermark = pc.fill_null(pc.take(newest, accepted["batch_idx"]), received)
+    threshold = pc.subtract(watermark, pa.scalar(contract.MAX_EVENT_AGE, pa.duration("us")))
+    times = accepted["event_time"].cast(pa.timestamp("us", tz="UTC"))
+    return pc.fill_null(pc.less(times, threshold), False)
 
 
 def _terminal_rows(combined: pa.Table, terminal: pa.ChunkedArray) -> pa.Table:

@@ -9,11 +9,16 @@ from datetime import UTC, datetime
 
 import pandera.errors
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from hub_pipelines.events import batches
 from hub_pipelines.events.batches import LandedBatch, prepare_batches
 from hub_pipelines.events.model import CHECKED_COLUMNS, check_events
 from hub_pipelines.events.sql_validator import output_schema
+from hub_pipelines.ingestion import ingest_files
+from hub_pipelines.landing import LocalFolder
+from hub_pipelines.warehouse import Warehouse
 
 
 def _rows(*overrides: dict) -> pa.Table:
@@ -71,3 +76,36 @@ def test_prepared_batches_are_checked_together():
     )
     assert [p.kept for p in prepared] == [1, 1]
     assert prepared[0].rows["metric_value"].to_pylist() == [1500.0]
+
+
+def test_ingest_stops_before_writing_a_chunk_that_breaks_the_model(tmp_path, monkeypatch):
+    """The check runs on the writing thread (ingest_files), before the chunk's first write: a
+    normalisation bug (here every metric value made negative) stops the ingest with nothing of
+    the chunk stored."""
+    real = batches.validate_batches
+
+    def broken(*args, **kwargs):
+        validated = real(*args, **kwargs)
+        validated.parts = [
+            part.set_column(
+                part.schema.get_field_index("metric_value"), "metric_value", pc.negate(part["metric_value"])
+            )
+            for part in validated.parts
+        ]
+        return validated
+
+    monkeypatch.setattr(batches, "validate_batches", broken)
+    event = {
+        "event_id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "source_module": "llm-observatory",
+        "event_type": "telemetry", "schema_version": "2.0.0", "tenant_id": "t1",
+        "payload": {"metric_name": "latency_ms", "metric_value": 1.5, "unit": "s"},
+    }  # fmt: skip
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "a.jsonl").write_text(json.dumps(event) + "\n")
+    warehouse = Warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}")
+    warehouse.create_tables()
+    with pytest.raises(pandera.errors.SchemaError, match="metric_value"):
+        ingest_files(warehouse, LocalFolder(tmp_path / "landing"), ["a.jsonl"], archive=False)
+    with warehouse.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar_one() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM ingest_ledger").scalar_one() == 0

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from hub_pipelines.events import contract
 from hub_pipelines.events.reference import judge_batch
-from hub_pipelines.events.sql_validator import validate_records
+from hub_pipelines.events.sql_validator import validate_batches, validate_records
 
 RECEIVED_AT = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -260,3 +260,99 @@ def test_mutated_events_agree(data):
     events = data.draw(st.lists(valid_events(), min_size=1, max_size=20))
     lines = [json.dumps(data.draw(mutated(e))) if data.draw(st.booleans()) else json.dumps(e) for e in events]
     _compare(lines)
+
+
+# -- the lean path (fast_path.py) against the full statements --------------------------------------
+# The conformance tests above already run through the lean path (validate_records uses it). These
+# hold it to the full statements byte for byte, on records written the ways its shortcuts could
+# misread: other key orders and spacing, escaped and non-ASCII strings, duplicate keys, numbers at
+# the edges, timestamps with offsets and nanoseconds, legacy epoch milliseconds.
+
+TRICKY_STRINGS = st.sampled_from(
+    ['a"b', "back\\slash", "tab\there", "é ü 中", "colon: value", "{x}", "[1]", ""]
+)
+
+
+@st.composite
+def stressed(draw, event: dict) -> dict:
+    """The event with one value changed to something valid or invalid the lean path must judge."""
+    out = copy.deepcopy(event)
+    payload = out.get("payload") if isinstance(out.get("payload"), dict) else {}
+    maps = [k for k in ("dimensions", "attribution", "labels") if isinstance(payload.get(k), dict)]
+    change = draw(
+        st.sampled_from(
+            ["correlation", "tag", "map_value", "number", "timestamp", "millis", "unit_case", "none"]
+        )
+    )
+    if change == "correlation":
+        out["correlation_id"] = draw(TRICKY_STRINGS)
+    elif change == "tag":
+        out["tags"] = {"k": draw(st.one_of(TRICKY_STRINGS, st.integers(), st.none()))}
+    elif change == "map_value" and maps:
+        payload[maps[0]]["model"] = draw(
+            st.one_of(TRICKY_STRINGS, st.floats(allow_nan=False), st.booleans(), st.none(), st.just({"x": 1}))
+        )
+    elif change == "number":
+        key = next((k for k in ("metric_value", "value", "amount") if k in payload), None)
+        if key:
+            payload[key] = draw(
+                st.sampled_from([2**64, 2**63, -0.0, 1e308, 5, 5.0, 1e-7, 123456789.123456789])
+            )
+    elif change == "timestamp":
+        key = "timestamp" if "timestamp" in out else "ts"
+        digits = draw(st.integers(0, 9))
+        fraction = "." + "1234567890"[:digits] if digits else ""
+        suffix = draw(st.sampled_from(["Z", "z", "+00:00", "+0000", "-00:00", "+05:30", "-1200"]))
+        out[key] = f"2026-11-20T0{draw(st.integers(0, 9))}:00:00{fraction}{suffix}"
+    elif change == "millis" and "ts" in out:
+        out["ts"] = draw(st.sampled_from([1795000000000.5, -5, 10**15, 1795000000000, "1795000000000"]))
+    elif change == "unit_case" and "unit" in payload:
+        payload["unit"] = str(payload["unit"]).upper()
+    return out
+
+
+def _render(draw, event: dict) -> str:
+    how = draw(st.sampled_from(["minified", "spaced", "ascii", "shuffled", "indented", "duplicate_key"]))
+    if how == "minified":
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    if how == "ascii":
+        return json.dumps(event, separators=(",", ":"))
+    if how == "indented":
+        return json.dumps(event, indent=1, ensure_ascii=False).replace("\n", " ")
+    if how == "shuffled":
+        keys = draw(st.permutations(sorted(event)))
+        return json.dumps({k: event[k] for k in keys}, separators=(",", ":"))
+    if how == "duplicate_key":
+        text = json.dumps(event, separators=(",", ":"))
+        return text.replace('"payload":{', '"payload":{"unit":"s",', 1)
+    return json.dumps(event)
+
+
+def _validated(lines: list[str], lean: bool) -> pa.Table:
+    records = pa.table(
+        {
+            "rec_idx": pa.array(range(len(lines)), pa.int64()),
+            "raw": pa.array(lines, pa.large_string()),
+            "utf8_ok": pa.array([True] * len(lines)),
+        }
+    )
+    return validate_batches([records], RECEIVED_AT, lean=lean).table().sort_by("rec_idx")
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(st.data())
+def test_lean_path_gives_the_full_paths_rows(data):
+    events = data.draw(st.lists(valid_events(), min_size=1, max_size=15))
+    lines = []
+    for event in events:
+        if data.draw(st.booleans()):
+            event = data.draw(stressed(event))
+        if data.draw(st.integers(0, 3)) == 0:
+            event = data.draw(mutated(event))
+        lines.append(_render(data.draw, event))
+    lean, full = _validated(lines, lean=True), _validated(lines, lean=False)
+    for name in full.column_names:
+        for i, (got, expected) in enumerate(zip(lean[name].to_pylist(), full[name].to_pylist(), strict=True)):
+            assert got == expected, f"{name} of {lines[i]}: lean {got!r}, full {expected!r}"
