@@ -323,6 +323,8 @@ class _LeanGroup:
         )
         # The batch watermark is not known yet: the caller applies timestamp_too_old.
         self.rules = [cond for cond, code, _, _ in rules if code != "timestamp_too_old"]
+        # The version's text as checked by the pattern: no second parse of it.
+        self.out["schema_version"] = r.canon("schema_version").s
         # Dimensions straight from the one parse instead of a second parse of each map; the
         # same values as sql_validator._dimension_columns (tests hold the two paths equal).
         for dim, by_type in contract.DIMENSION_SOURCES.items():
@@ -368,9 +370,11 @@ class _LeanGroup:
 
     def matches(self) -> str:
         """SQL: this group's records, told apart by schema major and event type."""
-        return f"{self.major()} IN ({', '.join(map(str, self.majors))}) AND {self.event_type_text} = {sql_str(chr(34) + self.group.etype + chr(34))}"
+        etype = sql_str(chr(34) + self.group.etype + chr(34))
+        return f"major IN ({', '.join(map(str, self.majors))}) AND {self.event_type_text} = {etype}"
 
     def major(self) -> str:
+        """SQL: the schema major as sent (every layout sends schema_version under that name)."""
         return f"TRY_CAST(regexp_extract({self.schema_version_text}, '^\"([0-9]+)[.]', 1) AS INTEGER)"
 
     def ts_text(self) -> str:
@@ -452,9 +456,11 @@ WITH parsed AS (
         len(json_keys(raw)) AS nkeys
     FROM records
     WHERE utf8_ok AND starts_with(raw, '{{') AND json_valid(raw)
+), majored AS (
+    SELECT *, {groups[0].major()} AS major FROM parsed
 ), grouped AS (
     SELECT *, CASE {" ".join(f"WHEN {g.matches()} THEN {g.number}" for g in groups)} END AS gid
-    FROM parsed
+    FROM majored
 ), valued_texts AS (
     SELECT *, {_by_group(groups, [g.values for g in groups])} AS vals
     FROM grouped
@@ -467,7 +473,7 @@ WITH parsed AS (
     FROM accepted
 ), read AS (
     SELECT *, {source} AS src, {_by_group(groups, [sql_str(g.group.etype) for g in groups])} AS etype,
-        {groups[0].major()} AS major, {_by_group(groups, [g.ts_text() for g in groups])} AS ts_text
+        {_by_group(groups, [g.ts_text() for g in groups])} AS ts_text
     FROM resolved
 ), dated AS (
     SELECT *, CASE WHEN regexp_matches(ts_text, {ts_pattern}) THEN {_UTC_TIME} END AS event_time

@@ -1,9 +1,10 @@
 """The normalised events table as a pandera model (polars backend: ~40 ms per million rows).
 
 What the validator promises about every row it lets through, stated once more independently of
-the SQL that produces them; `prepare_batches` checks the rows of all the batches it prepares
-against it at once (`batch_idx` says which batch a row belongs to) before anything is written, so a
-bug in normalisation stops an ingest instead of reaching the warehouse.
+the SQL that produces them; `batches.check_prepared` checks the rows of all the batches of a chunk
+against it at once (`batch_idx` says which batch a row belongs to) before any of them is written
+(ingest_files runs it on its writing thread), so a bug in normalisation stops an ingest instead
+of reaching the warehouse.
 """
 
 from __future__ import annotations
