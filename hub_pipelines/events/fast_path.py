@@ -96,11 +96,7 @@ class _Fields:
         self.columns: dict[str, str] = {}  # column name -> SQL over j and is_legacy
 
     def column(self, dotted: str, legacy_name: str) -> str:
-        name = (
-            "f_" + re.sub(r"[^a-z0-9]", "__", dotted.lower())
-            if dotted.count(".") > 1
-            else "f_" + re.sub(r"[^a-z0-9]", "_", dotted.lower())
-        )
+        name = "f_" + re.sub(r"[^a-z0-9_]", "_", dotted.lower().replace(".", "__"))
         new = f"j[{self.paths.index(dotted)}]"
         expr = (
             new
@@ -120,7 +116,6 @@ class _LeanReader:
     def __init__(self, group: Group, paths: _Paths, fields: _Fields) -> None:
         self.group = group
         self.schema = contract.event_schema()
-        self.mappings = contract.source_mappings()
         self._compiler = _Compiler(group)
         self._legacy = _Compiler(Group(legacy=True, source=None, etype=group.etype))
         self._paths = paths

@@ -963,15 +963,16 @@ def validate_batches(
             return ValidatedRecords([])
         # Results are aligned with the records by row_id, not by trusting scan order.
         records = records.append_column("row_id", pa.array(np.arange(records.num_rows, dtype=np.int64)))
-        accepted = _lean(con, records, received_at) if lean else []
+        accepted = fast_path.accept(con, records, received_at) if lean else None
         rest, routed = _route(con, records, accepted)
         readings = [(routed["event_time"], rest["batch_idx"])]
-        readings += [(part["event_time"], part["batch_idx"]) for part in accepted]
+        if accepted is not None:
+            readings.append((accepted["event_time"], accepted["batch_idx"]))
         newest = _newest_by_batch(readings, len(batches), received_at)
-        too_old = [_too_old(part, newest, received_at) for part in accepted]
-        if any(pc.any(flags).as_py() for flags in too_old):
+        too_old = _too_old(accepted, newest, received_at) if accepted is not None else None
+        if too_old is not None and pc.any(too_old).as_py():
             # Their reasons come from the full statements, like every invalid record's.
-            accepted = [part.filter(pc.invert(flags)) for part, flags in zip(accepted, too_old, strict=True)]
+            accepted = accepted.filter(pc.invert(too_old))
             rest, routed = _route(con, records, accepted)
         terminal = routed["terminal_reasons"]
         groups, group_id = _group_ids(routed)
@@ -981,7 +982,8 @@ def validate_batches(
         combined = combined.append_column("batch_newest", pc.take(newest, rest["batch_idx"]))
         combined = combined.append_column("group_id", group_id)
         parts = [_terminal_rows(combined, terminal)]
-        parts += [fast_path.with_raw_text(part, records) for part in accepted]
+        if accepted is not None and accepted.num_rows:
+            parts.append(fast_path.with_raw_text(accepted, records))
         # Each group gets its own filtered copy to scan: measured faster than one registered table
         # read through a filtered view.
         for number, group in enumerate(groups):
@@ -1001,22 +1003,14 @@ def validate_batches(
             con.close()
 
 
-def _lean(con: duckdb.DuckDBPyConnection, records: pa.Table, received_at: datetime) -> list[pa.Table]:
-    from hub_pipelines.events import fast_path  # it is built from this module's pieces
-
-    accepted = fast_path.accept(con, records, received_at)
-    return [accepted] if accepted.num_rows else []
-
-
 def _route(
-    con: duckdb.DuckDBPyConnection, records: pa.Table, accepted: list[pa.Table]
+    con: duckdb.DuckDBPyConnection, records: pa.Table, accepted: pa.Table | None
 ) -> tuple[pa.Table, pa.Table]:
     """The records the lean path did not accept, and the router's reading of them (row for row)."""
     rest = records
-    if any(part.num_rows for part in accepted):
+    if accepted is not None and accepted.num_rows:
         keep = np.ones(records.num_rows, dtype=bool)
-        for part in accepted:
-            keep[part["row_id"].to_numpy()] = False
+        keep[accepted["row_id"].to_numpy()] = False
         rest = records.filter(pa.array(keep))
     con.register("records", rest)
     try:
