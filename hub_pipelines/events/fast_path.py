@@ -386,13 +386,7 @@ class _LeanGroup:
 
 def _by_group(groups: list[_LeanGroup], exprs: list[str]) -> str:
     """One expression where every group has the same one, else a CASE on the group."""
-    if len(set(exprs)) == 1:
-        return exprs[0]
-    return (
-        "CASE gid "
-        + " ".join(f"WHEN {g.number} THEN {e}" for g, e in zip(groups, exprs, strict=True))
-        + " END"
-    )
+    return _merged(groups, [{"x": e} for e in exprs])["x"]
 
 
 def _merged(groups: list[_LeanGroup], per_group: list[dict[str, str]]) -> dict[str, str]:
@@ -421,8 +415,8 @@ _UTC_TIME = (
 
 @cache
 def lean_sql() -> str:
-    """The lean statement over `records` (batch_idx, rec_idx, raw, utf8_ok, row_id): row_id, gid
-    (which lean group) and OUTPUT_COLUMNS of the records it accepts; $received_at is a parameter.
+    """The lean statement over `records` (batch_idx, rec_idx, raw, utf8_ok, row_id): row_id and
+    OUTPUT_COLUMNS but raw_text of the records it accepts; $received_at is a parameter.
 
     One pass: every CASE on the group evaluates only its own rows, so each record pays for one
     parse and its own group's checks and values."""
@@ -437,8 +431,8 @@ def lean_sql() -> str:
         "reasons": "[]::STRUCT(code VARCHAR, field VARCHAR, message VARCHAR)[]",
         "is_valid": "true",
         "event_time": "event_time",  # TIMESTAMP: see _UTC_TIME
-        "raw_text": "NULL",  # added by with_raw_text
     }
+    del out["raw_text"]  # added by with_raw_text
     types = OUTPUT_COLUMNS | {"event_time": "TIMESTAMP"}
     out_cols = ",\n    ".join(f"CAST({expr} AS {types[n]}) AS {n}" for n, expr in out.items())
     source = groups[0].reader.canon("source_module").s
@@ -478,7 +472,7 @@ WITH parsed AS (
     FROM normal
     WHERE event_time IS NOT NULL AND NOT coalesce({_by_group(groups, [g.rule_broken() for g in groups])}, true)
 )
-SELECT row_id, gid,
+SELECT row_id,
     {out_cols}
 FROM kept
 """
@@ -505,7 +499,7 @@ def accept(con: duckdb.DuckDBPyConnection, records: pa.Table, received_at: datet
     found = found.set_column(
         found.schema.get_field_index("event_time"), "event_time", found["event_time"].cast(utc)
     )
-    return found.drop_columns(["gid", "raw_text"])
+    return found
 
 
 def with_raw_text(accepted: pa.Table, records: pa.Table) -> pa.Table:
