@@ -1063,22 +1063,18 @@ def _newest_by_batch(
 ) -> pa.Array:
     """Per batch, the newest event time not in the future (the batch watermark of the too-old
     rule), or null when the batch has none; `readings` are (event_time, batch_idx) columns."""
-    limit = pa.scalar(received_at + contract.MAX_FUTURE_SKEW, pa.timestamp("us", tz="UTC"))
-    newest: list[datetime | None] = [None] * batches
-    for times, batch_idx in readings:
-        if not len(times):
-            continue
-        times = times.cast(pa.timestamp("us", tz="UTC"))
-        usable = pc.if_else(
-            pc.fill_null(pc.less_equal(times, limit), False), times, pa.scalar(None, times.type)
-        )
-        per_batch = (
-            pa.table({"batch_idx": batch_idx, "t": usable}).group_by("batch_idx").aggregate([("t", "max")])
-        )
-        for i, t in zip(per_batch["batch_idx"].to_pylist(), per_batch["t_max"].to_pylist(), strict=True):
-            if t is not None and (newest[i] is None or t > newest[i]):
-                newest[i] = t
-    return pa.array(newest, pa.timestamp("us", tz="UTC"))
+    utc = pa.timestamp("us", tz="UTC")
+    times = pa.chunked_array([c.cast(utc) for t, _ in readings for c in t.chunks], utc)
+    batch_idx = pa.chunked_array([c for _, b in readings for c in b.chunks], pa.int32())
+    limit = pa.scalar(received_at + contract.MAX_FUTURE_SKEW, utc)
+    usable = pc.if_else(pc.fill_null(pc.less_equal(times, limit), False), times, pa.scalar(None, utc))
+    per_batch = (
+        pa.table({"batch_idx": batch_idx, "t": usable}).group_by("batch_idx").aggregate([("t", "max")])
+    )
+    newest: list[datetime | None] = [None] * batches  # a batch without records needs none
+    for i, t in zip(per_batch["batch_idx"].to_pylist(), per_batch["t_max"].to_pylist(), strict=True):
+        newest[i] = t
+    return pa.array(newest, utc)
 
 
 def _too_old(accepted: pa.Table, newest: pa.Array, received_at: datetime) -> pa.Array:
