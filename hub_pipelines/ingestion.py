@@ -3,16 +3,26 @@ assets and `hub ingest` share (no Dagster import; callers pass a logger)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 
-from hub_pipelines.events.batches import LandedBatch, PreparedBatch, check_prepared, prepare_batches
+from hub_pipelines.events.batches import (
+    LandedBatch,
+    PreparedBatch,
+    check_prepared,
+    finish_batches,
+    start_batches,
+)
+from hub_pipelines.events.records import BatchDecodeError
 from hub_pipelines.landing import LandingZone
 from hub_pipelines.warehouse import Warehouse
 from hub_pipelines.warehouse.event_writer import BatchOutcome, StoredIds, summarise, write_batch
@@ -20,11 +30,14 @@ from hub_pipelines.warehouse.event_writer import BatchOutcome, StoredIds, summar
 log = logging.getLogger(__name__)
 
 # Batches are validated together up to this many bytes, bounding memory whatever a run is given
-# (two chunks are in flight: one written, the next validated). Each pass costs about 50 ms of
+# (at most three chunks are in flight: one written, two being validated, see _prepared_ahead). Each pass costs about 50 ms of
 # planning per group of records read alike (about 16 groups a chunk), against the overlap that
 # smaller chunks give. benchmarks/ingest.py with Arrow on jemalloc: 256 MB 24 s, 128 MB and
 # 384 MB 25 s (with Arrow's default allocator 128 MB had been best).
 CHUNK_BYTES = 256 * 1024 * 1024
+
+# A last chunk of at least this share of CHUNK_BYTES is prepared in two halves (`_tail`).
+TAIL_SPLIT = 0.25
 
 
 @dataclass
@@ -61,9 +74,11 @@ def ingest_files(
     try:
         with (
             warehouse.session() as session,
-            ThreadPoolExecutor(1, thread_name_prefix="hub-validate") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="hub-accept") as accepting,
+            ThreadPoolExecutor(1, thread_name_prefix="hub-judge") as judging,
         ):
-            for prepared in _prepared_ahead(_chunks(zone, keys, report, logger), received_at, pool, lean):
+            chunks = _chunks(zone, keys, report, logger)
+            for prepared in _prepared_ahead(chunks, received_at, accepting, judging, lean):
                 done = _write_chunk(
                     warehouse,
                     zone,
@@ -105,20 +120,32 @@ def keep_freed_memory() -> bool:
 
 
 def _prepared_ahead(
-    chunks: Iterator[list[LandedBatch]], received_at: datetime | None, pool: ThreadPoolExecutor, lean: bool
+    chunks: Iterator[list[LandedBatch]],
+    received_at: datetime | None,
+    accepting: ThreadPoolExecutor,
+    judging: ThreadPoolExecutor,
+    lean: bool,
 ) -> Iterator[list[PreparedBatch]]:
-    """The chunks prepared, in order, each validated on `pool` while the caller writes the one
-    before: both are mostly DuckDB and Arrow, which release the GIL, so two cores share the work."""
-    pending: Future | None = None
+    """The chunks prepared, in order, while the caller writes the one before.
+
+    Three threads share the two cores: the lean statement of chunk n+1 (`accepting`, parallel in
+    DuckDB), the rest of chunk n's validation and its cutting into batches (`judging`: small
+    statements and Arrow work, one core), and the writing of chunk n-1 (the caller). All of it
+    is DuckDB and Arrow, which release the GIL."""
+    pending: deque[Future] = deque()
     for chunk in chunks:
-        upcoming = pool.submit(
-            prepare_batches, chunk, received_at or datetime.now(UTC), lean=lean, check=False
-        )
-        if pending is not None:
-            yield pending.result()
-        pending = upcoming
-    if pending is not None:
-        yield pending.result()
+        started = accepting.submit(start_batches, chunk, received_at or datetime.now(UTC), lean=lean)
+        pending.append(judging.submit(_finish_when_started, started))
+        # Two chunks ahead of the one written: chunk n+1 is read and queued before chunk n's lean
+        # statement ends, so that thread never waits for the writer.
+        if len(pending) > 2:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _finish_when_started(started: Future) -> list[PreparedBatch]:
+    return finish_batches(started.result(), check=False)
 
 
 def _write_chunk(
@@ -164,10 +191,26 @@ def _chunks(zone: LandingZone, keys: list[str], report: IngestReport, logger: lo
                 raise
             report.missing.append(key)
             continue
-        chunk.append(LandedBatch(key=key, data=data, zone=zone.describe()))
+        batch = LandedBatch(key=key, data=data, zone=zone.describe())
+        with contextlib.suppress(BatchDecodeError):  # start_batches dead-letters it
+            _ = batch.records  # split here, on the reading thread, while the chunk before is validated
+        chunk.append(batch)
         size += len(data)
         if size >= CHUNK_BYTES:
             yield chunk
             chunk, size = [], 0
-    if chunk:
-        yield chunk
+    yield from _tail(chunk, size)
+
+
+def _tail(chunk: list[LandedBatch], size: int) -> Iterator[list[LandedBatch]]:
+    """The last chunk, in two when it is large: nothing overlaps its validation and writing,
+    so halving it shortens the end of the run by more than the second pass costs."""
+    if size < CHUNK_BYTES * TAIL_SPLIT or len(chunk) < 2:
+        if chunk:
+            yield chunk
+        return
+    # The cut between files that comes closest to half the bytes.
+    before_cut = np.cumsum([len(b.data) for b in chunk])[:-1]
+    cut = int(np.argmin(np.abs(before_cut - size / 2))) + 1
+    yield chunk[:cut]
+    yield chunk[cut:]

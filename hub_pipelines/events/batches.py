@@ -6,6 +6,7 @@ call `prepare_batches` and then `warehouse.event_writer.write_batch`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,13 @@ from hub_pipelines.events import contract
 from hub_pipelines.events.model import CHECKED_COLUMNS as CHECKED
 from hub_pipelines.events.model import check_events
 from hub_pipelines.events.records import BatchDecodeError, decompress, split_records
-from hub_pipelines.events.sql_validator import OUTPUT_COLUMNS, output_schema, validate_batches
+from hub_pipelines.events.sql_validator import (
+    OUTPUT_COLUMNS,
+    LeanVerdict,
+    accept_lean,
+    judge_rest,
+    output_schema,
+)
 
 # Columns of the events table that come from validation (the rest are added per batch).
 EVENT_COLUMNS = [
@@ -41,6 +48,13 @@ class LandedBatch:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_id", hashlib.sha256(self.data).hexdigest())
+
+    @functools.cached_property
+    def records(self) -> pa.Table:
+        """The batch's records (`records.split_records`), split once: `ingest_files` splits a
+        chunk as it reads it, while the chunk before is validated. Raises BatchDecodeError for a
+        corrupt gzip stream."""
+        return split_records(decompress(self.data))
 
 
 @dataclass
@@ -88,29 +102,56 @@ def prepare_batches(
     """Split, validate, normalise and de-duplicate (within each batch) several batches at once.
 
     Validation runs over all records of all batches in one pass (groups of records read the same
-    way share one SQL statement); each batch then gets its rows as zero-copy slices.
+    way share one SQL statement); each batch then gets its rows as zero-copy slices. The two
+    stages are `start_batches` and `finish_batches` (ingest runs them on different threads).
     """
+    return finish_batches(start_batches(landed, received_at, lean=lean), check=check)
+
+
+@dataclass
+class StartedBatches:
+    """Batches after the first validation stage (`start_batches`)."""
+
+    landed: list[LandedBatch]
+    received_at: datetime
+    readable: list[int]  # positions in `landed` of the batches that could be split
+    unreadable: dict[int, str]  # position -> why the batch could not be read
+    verdict: LeanVerdict
+
+
+def start_batches(
+    landed: list[LandedBatch], received_at: datetime | None = None, *, lean: bool = True
+) -> StartedBatches:
+    """Split the batches and let the lean path take the records it can (`sql_validator.accept_lean`)."""
     received_at = received_at or datetime.now(UTC)
-    splits: list[pa.Table | None] = []
+    splits: list[pa.Table] = []
+    readable: list[int] = []
     unreadable: dict[int, str] = {}
     for i, batch in enumerate(landed):
         try:
-            splits.append(split_records(decompress(batch.data)))
+            splits.append(batch.records)
+            readable.append(i)
         except BatchDecodeError as exc:
-            splits.append(None)
             unreadable[i] = str(exc)
-    readable = [(i, t) for i, t in enumerate(splits) if t is not None]
+    verdict = accept_lean(splits, received_at, lean=lean)
+    return StartedBatches(landed, received_at, readable, unreadable, verdict)
+
+
+def finish_batches(started: StartedBatches, *, check: bool = True) -> list[PreparedBatch]:
+    """Judge the rest (`sql_validator.judge_rest`), then cut each batch's rows, dead letters and
+    catalog entries, de-duplicated within the batch."""
+    landed, received_at = started.landed, started.received_at
     prepared: dict[int, PreparedBatch] = {}
-    if readable:
-        validated = validate_batches([t for _, t in readable], received_at, lean=lean)
+    if started.readable:
+        validated = judge_rest(started.verdict)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         try:
-            for position, (i, _) in enumerate(readable):
+            for position, i in enumerate(started.readable):
                 prepared[i] = _cut(con, landed[i], validated.for_batch(position), received_at)
         finally:
             con.close()
-    for i, message in unreadable.items():
+    for i, message in started.unreadable.items():
         prepared[i] = _unreadable(landed[i], message, received_at)
     batches = [prepared[i] for i in range(len(landed))]
     if check:

@@ -27,7 +27,8 @@ record that has something wrong with it, so every reason still comes from here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -930,6 +931,17 @@ class ValidatedRecords:
         return pa.concat_tables(self.parts) if self.parts else output_schema().empty_table()
 
 
+@dataclass
+class LeanVerdict:
+    """The first stage of `validate_batches`: the batches' records (row_id numbered) and the
+    rows the lean path accepted (None with `lean=False`), before the batch watermark is applied."""
+
+    records: pa.Table | None
+    accepted: pa.Table | None
+    batches: int
+    received_at: datetime
+
+
 def validate_batches(
     batches: list[pa.Table],
     received_at: datetime,
@@ -946,29 +958,53 @@ def validate_batches(
 
     With `lean` (the default) the lean path (fast_path.py) takes the records it can show valid
     and the full statements below judge the rest; `lean=False` judges every record the full way
-    (the tests hold the two to the same output).
+    (the tests hold the two to the same output). The two stages are `accept_lean` and
+    `judge_rest`: ingest runs them on different threads, one chunk apart.
     """
+    return judge_rest(accept_lean(batches, received_at, con, lean=lean), con)
+
+
+def accept_lean(
+    batches: list[pa.Table],
+    received_at: datetime,
+    con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    lean: bool = True,
+) -> LeanVerdict:
+    """Stage 1 of `validate_batches`: the records the lean path takes (one parallel statement)."""
     from hub_pipelines.events import fast_path  # it is built from this module's pieces
 
-    own = con is None
-    con = con or duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        tables = [
-            t.append_column("batch_idx", pa.repeat(pa.scalar(i, pa.int32()), t.num_rows))
-            for i, t in enumerate(batches)
-        ]
-        records = pa.concat_tables(tables) if tables else None
-        if records is None or records.num_rows == 0:
-            return ValidatedRecords([])
-        # Results are aligned with the records by row_id, not by trusting scan order.
+    tables = [
+        t.append_column("batch_idx", pa.repeat(pa.scalar(i, pa.int32()), t.num_rows))
+        for i, t in enumerate(batches)
+    ]
+    records = pa.concat_tables(tables) if tables else None
+    if records is None or records.num_rows == 0 or not lean:
+        return LeanVerdict(records, None, len(batches), received_at)
+    # Results are aligned with the records by row_id, not by trusting scan order.
+    records = records.append_column("row_id", pa.array(np.arange(records.num_rows, dtype=np.int64)))
+    with _connection(con) as c:
+        accepted = fast_path.accept(c, records, received_at)
+    return LeanVerdict(records, accepted, len(batches), received_at)
+
+
+def judge_rest(verdict: LeanVerdict, con: duckdb.DuckDBPyConnection | None = None) -> ValidatedRecords:
+    """Stage 2 of `validate_batches`: the batch watermark, and the full statements for every
+    record the lean path did not take (a few per cent of them: mostly small statements run one
+    after the other, so ingest overlaps this stage with the next chunk's stage 1)."""
+    from hub_pipelines.events import fast_path
+
+    records, accepted, received_at = verdict.records, verdict.accepted, verdict.received_at
+    if records is None or records.num_rows == 0:
+        return ValidatedRecords([])
+    if "row_id" not in records.column_names:
         records = records.append_column("row_id", pa.array(np.arange(records.num_rows, dtype=np.int64)))
-        accepted = fast_path.accept(con, records, received_at) if lean else None
+    with _connection(con) as con:
         rest, routed = _route(con, records, accepted)
         readings = [(routed["event_time"], rest["batch_idx"])]
         if accepted is not None:
             readings.append((accepted["event_time"], accepted["batch_idx"]))
-        newest = _newest_by_batch(readings, len(batches), received_at)
+        newest = _newest_by_batch(readings, verdict.batches, received_at)
         too_old = _too_old(accepted, newest, received_at) if accepted is not None else None
         if too_old is not None and pc.any(too_old).as_py():
             # Their reasons come from the full statements, like every invalid record's.
@@ -994,10 +1030,20 @@ def validate_batches(
             part = con.sql(ordered, params={"received_at": received_at}).to_arrow_table()
             con.unregister("group_records")
             parts.append(part)
-        schema = output_schema()
-        return ValidatedRecords(
-            [part if part.schema == schema else part.cast(schema) for part in parts if part.num_rows]
-        )
+    schema = output_schema()
+    return ValidatedRecords(
+        [part if part.schema == schema else part.cast(schema) for part in parts if part.num_rows]
+    )
+
+
+@contextmanager
+def _connection(con: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The caller's connection, or a new in-memory one closed afterwards; in UTC either way."""
+    own = con is None
+    con = con or duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
     finally:
         if own:
             con.close()

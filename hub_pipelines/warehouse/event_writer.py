@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from hub_pipelines.events.batches import PreparedBatch
-from hub_pipelines.warehouse.store import Warehouse
+from hub_pipelines.warehouse.store import DUCKDB_ROW_GROUP_SIZE, Warehouse
 from hub_pipelines.warehouse.tables import asset_catalog, dead_letter_events, events, ingest_ledger
 
 
@@ -209,6 +209,9 @@ def _insert_duckdb(conn: sa.Connection, batch: PreparedBatch, stored_before: lis
     rows = batch.rows.select([c for c in batch.rows.column_names if c != "reasons"]).append_column(
         "keep", batch.keep
     )
+    # DuckDB scans an Arrow table in parallel by record batch: in slices of a row group each, both
+    # cores insert and compress (a batch's rows come in one or two large slices otherwise).
+    rows = pa.Table.from_batches(rows.to_batches(max_chunksize=DUCKDB_ROW_GROUP_SIZE), schema=rows.schema)
     raw.register("staged_rows", rows)
     try:
         if stored_before is None:

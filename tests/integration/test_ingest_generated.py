@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from hub_pipelines import ingestion
 from hub_pipelines.generator import GeneratorConfig, simulate, write_batches
 from hub_pipelines.ingestion import ingest_files
 from hub_pipelines.landing import LocalFolder
@@ -58,6 +59,39 @@ def test_every_batch_balances_and_totals_match_the_manifest(warehouse, generated
     assert events == distinct == expected["stored"]
     assert dead == expected["dead_lettered"] and empty_reasons == 0
     assert catalog > 0  # registry metadata became the asset catalog
+
+
+def test_many_chunks_give_the_same_totals(warehouse, generated, monkeypatch):
+    """Small chunks: several in flight at once (each one's lean statement, the rest of its
+    validation and its writing on three threads), duplicates across chunks, and a last chunk
+    prepared in two halves. The totals are still exactly the manifest's."""
+    landing, manifest = generated
+    zone = LocalFolder(landing)
+    pending = list(zone.list_pending())
+    chunk_bytes = sum(f.size for f in pending) // 7
+    monkeypatch.setattr(ingestion, "CHUNK_BYTES", chunk_bytes)
+    chunk_sizes = []
+    real_start = ingestion.start_batches
+
+    def start_batches(chunk, *args, **kwargs):
+        chunk_sizes.append(sum(len(b.data) for b in chunk))
+        return real_start(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(ingestion, "start_batches", start_batches)
+    report = ingest_files(warehouse, zone, [f.key for f in pending], archive=False)
+    assert len(chunk_sizes) >= 4
+    assert sum(chunk_sizes) == sum(f.size for f in pending)
+    summary, expected = report.summary, manifest["expected"]
+    assert [o.landing_key for o in report.outcomes] == [f.key for f in pending]  # written in order
+    assert (summary["events_in"], summary["stored"], summary["duplicates"], summary["dead_lettered"]) == (
+        expected["events_in"], expected["stored"], expected["duplicates"], expected["dead_lettered"]
+    )  # fmt: skip
+    assert summary["dead_lettered_by_reason"] == expected["dead_letter_reasons"]
+    with warehouse.connect() as conn:
+        events, distinct = conn.execute(
+            sa.text("SELECT count(*), count(DISTINCT event_id) FROM events")
+        ).one()
+    assert events == distinct == expected["stored"]
 
 
 @pytest.mark.parametrize(("fmt", "gzip"), [("json", False), ("jsonl", True)])

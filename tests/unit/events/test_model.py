@@ -82,7 +82,7 @@ def test_ingest_stops_before_writing_a_chunk_that_breaks_the_model(tmp_path, mon
     """The check runs on the writing thread (ingest_files), before the chunk's first write: a
     normalisation bug (here every metric value made negative) stops the ingest with nothing of
     the chunk stored."""
-    real = batches.validate_batches
+    real = batches.judge_rest
 
     def broken(*args, **kwargs):
         validated = real(*args, **kwargs)
@@ -94,7 +94,7 @@ def test_ingest_stops_before_writing_a_chunk_that_breaks_the_model(tmp_path, mon
         ]
         return validated
 
-    monkeypatch.setattr(batches, "validate_batches", broken)
+    monkeypatch.setattr(batches, "judge_rest", broken)
     event = {
         "event_id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "source_module": "llm-observatory",
         "event_type": "telemetry", "schema_version": "2.0.0", "tenant_id": "t1",
