@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 # 384 MB 25 s (with Arrow's default allocator 128 MB had been best).
 CHUNK_BYTES = 256 * 1024 * 1024
 
-# A last chunk of at least this share of CHUNK_BYTES is prepared in two halves (`_tail`).
-TAIL_SPLIT = 0.25
+# Nothing overlaps the reading and first stage of the first chunk, nor the end of the last one:
+# the first chunk is this share of CHUNK_BYTES, and a last chunk of at least this share is
+# prepared in two halves (`_tail`). In alternating runs of benchmarks/ingest.py each saved 0.5-1 s
+# of about 18 (docs/BENCHMARKS.md).
+EDGE_SHARE = 0.25
 
 
 @dataclass
@@ -178,7 +181,7 @@ def _write_chunk(
 
 def _chunks(zone: LandingZone, keys: list[str], report: IngestReport, logger: logging.Logger):
     chunk: list[LandedBatch] = []
-    size = 0
+    size, first = 0, True
     for key in keys:
         try:
             data = zone.read(key)
@@ -196,16 +199,16 @@ def _chunks(zone: LandingZone, keys: list[str], report: IngestReport, logger: lo
             _ = batch.records  # split here, on the reading thread, while the chunk before is validated
         chunk.append(batch)
         size += len(data)
-        if size >= CHUNK_BYTES:
+        if size >= CHUNK_BYTES * (EDGE_SHARE if first else 1):
             yield chunk
-            chunk, size = [], 0
+            chunk, size, first = [], 0, False
     yield from _tail(chunk, size)
 
 
 def _tail(chunk: list[LandedBatch], size: int) -> Iterator[list[LandedBatch]]:
     """The last chunk, in two when it is large: nothing overlaps its validation and writing,
     so halving it shortens the end of the run by more than the second pass costs."""
-    if size < CHUNK_BYTES * TAIL_SPLIT or len(chunk) < 2:
+    if size < CHUNK_BYTES * EDGE_SHARE or len(chunk) < 2:
         if chunk:
             yield chunk
         return
