@@ -30,10 +30,10 @@ from hub_pipelines.warehouse.event_writer import BatchOutcome, StoredIds, summar
 log = logging.getLogger(__name__)
 
 # Batches are validated together up to this many bytes, bounding memory whatever a run is given
-# (at most three chunks are in flight: one written, two being validated, see _prepared_ahead). Each pass costs about 50 ms of
-# planning per group of records read alike (about 16 groups a chunk), against the overlap that
-# smaller chunks give. benchmarks/ingest.py with Arrow on jemalloc: 256 MB 24 s, 128 MB and
-# 384 MB 25 s (with Arrow's default allocator 128 MB had been best).
+# (at most three chunks are in flight: one written, two being validated; see _prepared_ahead).
+# Each chunk costs fixed planning (about 0.1 s for the lean statement and each group of records
+# the full statements read), against the overlap that smaller chunks give: 128 and 192 MB were
+# no faster in alternating runs of benchmarks/ingest.py, 96 and 128 MB used more CPU.
 CHUNK_BYTES = 256 * 1024 * 1024
 
 # Nothing overlaps the reading and first stage of the first chunk, nor the end of the last one:
