@@ -933,8 +933,9 @@ class ValidatedRecords:
 
 @dataclass
 class LeanVerdict:
-    """The first stage of `validate_batches`: the batches' records (row_id numbered) and the
-    rows the lean path accepted (None with `lean=False`), before the batch watermark is applied."""
+    """The first stage of `validate_batches`: the batches' records, numbered by row_id (None when
+    there are none), and the rows the lean path accepted (None with `lean=False`), before the
+    batch watermark is applied."""
 
     records: pa.Table | None
     accepted: pa.Table | None
@@ -979,10 +980,12 @@ def accept_lean(
         for i, t in enumerate(batches)
     ]
     records = pa.concat_tables(tables) if tables else None
-    if records is None or records.num_rows == 0 or not lean:
-        return LeanVerdict(records, None, len(batches), received_at)
+    if records is None or records.num_rows == 0:
+        return LeanVerdict(None, None, len(batches), received_at)
     # Results are aligned with the records by row_id, not by trusting scan order.
     records = records.append_column("row_id", pa.array(np.arange(records.num_rows, dtype=np.int64)))
+    if not lean:
+        return LeanVerdict(records, None, len(batches), received_at)
     with _connection(con) as c:
         accepted = fast_path.accept(c, records, received_at)
     return LeanVerdict(records, accepted, len(batches), received_at)
@@ -995,10 +998,8 @@ def judge_rest(verdict: LeanVerdict, con: duckdb.DuckDBPyConnection | None = Non
     from hub_pipelines.events import fast_path
 
     records, accepted, received_at = verdict.records, verdict.accepted, verdict.received_at
-    if records is None or records.num_rows == 0:
+    if records is None:
         return ValidatedRecords([])
-    if "row_id" not in records.column_names:
-        records = records.append_column("row_id", pa.array(np.arange(records.num_rows, dtype=np.int64)))
     with _connection(con) as con:
         rest, routed = _route(con, records, accepted)
         readings = [(routed["event_time"], rest["batch_idx"])]
