@@ -28,6 +28,7 @@ from hub_pipelines.events.sql_validator import (
     accept_lean,
     judge_rest,
     output_schema,
+    utc_connection,
 )
 
 # Columns of the events table that come from validation (the rest are added per batch).
@@ -144,13 +145,9 @@ def finish_batches(started: StartedBatches, *, check: bool = True) -> list[Prepa
     prepared: dict[int, PreparedBatch] = {}
     if started.readable:
         validated = judge_rest(started.verdict)
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        try:
+        with utc_connection() as con:
             for position, i in enumerate(started.readable):
                 prepared[i] = _cut(con, landed[i], validated.for_batch(position), received_at)
-        finally:
-            con.close()
     for i, message in started.unreadable.items():
         prepared[i] = _unreadable(landed[i], message, received_at)
     batches = [prepared[i] for i in range(len(landed))]

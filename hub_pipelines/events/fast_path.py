@@ -506,9 +506,14 @@ def with_raw_text(accepted: pa.Table, records: pa.Table) -> pa.Table:
     """The accepted rows with their raw text from `records`, in OUTPUT_COLUMNS order. Done last,
     once the rows are final: the text is most of the bytes, and copying it out of DuckDB cost
     more than this one selection."""
-    chosen = np.zeros(records.num_rows, dtype=bool)
-    chosen[accepted["row_id"].to_numpy()] = True
-    raw = records["raw"].filter(pa.array(chosen))
+    raw = records["raw"].filter(taken(accepted, records))
     return accepted.add_column(list(OUTPUT_COLUMNS).index("raw_text") + 1, "raw_text", raw).drop_columns(
         ["row_id"]
     )
+
+
+def taken(accepted: pa.Table, records: pa.Table) -> pa.Array:
+    """Per record of `records`, whether `accept` took it (by row_id)."""
+    mask = np.zeros(records.num_rows, dtype=bool)
+    mask[accepted["row_id"].to_numpy()] = True
+    return pa.array(mask)

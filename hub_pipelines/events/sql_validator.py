@@ -986,7 +986,7 @@ def accept_lean(
     records = records.append_column("row_id", pa.array(np.arange(records.num_rows, dtype=np.int64)))
     if not lean:
         return LeanVerdict(records, None, len(batches), received_at)
-    with _connection(con) as c:
+    with utc_connection(con) as c:
         accepted = fast_path.accept(c, records, received_at)
     return LeanVerdict(records, accepted, len(batches), received_at)
 
@@ -1000,7 +1000,7 @@ def judge_rest(verdict: LeanVerdict, con: duckdb.DuckDBPyConnection | None = Non
     records, accepted, received_at = verdict.records, verdict.accepted, verdict.received_at
     if records is None:
         return ValidatedRecords([])
-    with _connection(con) as con:
+    with utc_connection(con) as con:
         rest, routed = _route(con, records, accepted)
         readings = [(routed["event_time"], rest["batch_idx"])]
         if accepted is not None:
@@ -1038,7 +1038,7 @@ def judge_rest(verdict: LeanVerdict, con: duckdb.DuckDBPyConnection | None = Non
 
 
 @contextmanager
-def _connection(con: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+def utc_connection(con: duckdb.DuckDBPyConnection | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The caller's connection, or a new in-memory one closed afterwards; in UTC either way."""
     own = con is None
     con = con or duckdb.connect()
@@ -1054,11 +1054,11 @@ def _route(
     con: duckdb.DuckDBPyConnection, records: pa.Table, accepted: pa.Table | None
 ) -> tuple[pa.Table, pa.Table]:
     """The records the lean path did not accept, and the router's reading of them (row for row)."""
+    from hub_pipelines.events.fast_path import taken  # it is built from this module's pieces
+
     rest = records
     if accepted is not None and accepted.num_rows:
-        keep = np.ones(records.num_rows, dtype=bool)
-        keep[accepted["row_id"].to_numpy()] = False
-        rest = records.filter(pa.array(keep))
+        rest = records.filter(pc.invert(taken(accepted, records)))
     con.register("records", rest)
     try:
         return rest, con.sql(router_sql()).to_arrow_table()
