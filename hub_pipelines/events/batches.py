@@ -144,8 +144,10 @@ def finish_batches(started: StartedBatches, *, check: bool = True) -> list[Prepa
     landed, received_at = started.landed, started.received_at
     prepared: dict[int, PreparedBatch] = {}
     if started.readable:
-        validated = judge_rest(started.verdict)
-        with utc_connection() as con:
+        # One thread: this stage's statements are small and many (ingest runs it beside the
+        # next chunk's lean statement), and starting the workers of a second cost more than they saved.
+        with utc_connection(threads=1) as con:
+            validated = judge_rest(started.verdict, con)
             for position, i in enumerate(started.readable):
                 prepared[i] = _cut(con, landed[i], validated.for_batch(position), received_at)
     for i, message in started.unreadable.items():
@@ -193,18 +195,19 @@ def _cut(
 
 def _first_occurrences(rows: pa.Table) -> pa.Array:
     """Valid records whose event_id did not come earlier in the batch (by record index: the
-    rows come grouped by how they were validated, not in file order). Vectorised in Arrow: sort
-    the valid rows by (event_id, rec_idx) and keep the first of each run of equal ids."""
+    rows come grouped by how they were validated, not in file order). Vectorised: each valid
+    event_id becomes an integer code (a hash pass), the codes and record indexes are sorted as
+    integers, and the first record of each run of equal codes is kept."""
     valid = np.flatnonzero(rows["is_valid"].to_numpy(zero_copy_only=False))
     keep = np.zeros(rows.num_rows, dtype=bool)
     if len(valid):
-        narrow = rows.select(["event_id", "rec_idx"]).take(pa.array(valid))
-        order = pc.sort_indices(narrow, sort_keys=[("event_id", "ascending"), ("rec_idx", "ascending")])
-        ids = narrow["event_id"].take(order)
+        ids = rows["event_id"].take(pa.array(valid)).combine_chunks().dictionary_encode()
+        codes = ids.indices.to_numpy(zero_copy_only=False)
+        rec_idx = rows["rec_idx"].take(pa.array(valid)).to_numpy()
+        order = np.lexsort((rec_idx, codes))
         first = np.ones(len(valid), dtype=bool)
-        if len(valid) > 1:
-            first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
-        keep[valid[order.to_numpy()[first]]] = True
+        first[1:] = codes[order[1:]] != codes[order[:-1]]
+        keep[valid[order[first]]] = True
     return pa.array(keep)
 
 

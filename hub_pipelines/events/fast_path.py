@@ -151,6 +151,10 @@ class _LeanReader:
         plain = json_text_value(column).text
         return f"CASE WHEN contains({column}::VARCHAR, '\\') THEN json_extract_string({column}, '$') ELSE {plain} END"
 
+    def json_columns(self) -> set[str]:
+        """The columns of JSON text resolved across layouts (`canon`)."""
+        return set(self._fields.columns)
+
     def canon(self, dotted: str) -> _Value:
         """The canonical field, from the column resolved across layouts."""
         olds = [old for old, _ in self._legacy.renames(dotted)]
@@ -313,8 +317,9 @@ class _LeanGroup:
         self.timestamp = r.canon("timestamp")
         payload = r.canon("payload")
         self.valued, self.normal, rules, merged, self.out = normalisation(r, group, payload)
+        # VARCHAR, not JSON: a cast of the rebuilt text to JSON would parse it again.
         self.payload_norm = (
-            f"CASE WHEN {self._payload_as_sent()} THEN {self._payload_rebuilt()} ELSE {merged} END"
+            f"CASE WHEN {self._payload_as_sent()} THEN {self._payload_rebuilt()} ELSE ({merged})::VARCHAR END"
         )
         # The batch watermark is not known yet: the caller applies timestamp_too_old.
         self.rules = [cond for cond, code, _, _ in rules if code != "timestamp_too_old"]
@@ -337,23 +342,46 @@ class _LeanGroup:
 
     def _payload_as_sent(self) -> str:
         """SQL: the payload is exactly its schema's fields, all present, in the schema's order.
-        Its JSON text is then the members' texts joined, as the one parse wrote them."""
-        members = " || ',' || ".join(
-            f"'{json.dumps(key)}:' || {self.reader.text('payload.' + key)}" for key in self._payload_keys()
+        Its JSON text is then the members' texts joined, as the one parse wrote them. One concat()
+        builds the text once (a chain of || copies it at every step); concat() skips NULLs, so
+        every member is required present first."""
+        texts = [self.reader.text("payload." + key) for key in self._payload_keys()]
+        members = ", ".join(
+            f"'{',' if i else '{'}{json.dumps(key)}:', {text}"
+            for i, (key, text) in enumerate(zip(self._payload_keys(), texts, strict=True))
         )
-        return f"{self.reader.text('payload')} = '{{' || {members} || '}}'"
+        present = " AND ".join(f"{text} IS NOT NULL" for text in texts)
+        return f"({present} AND {self.reader.text('payload')} = concat({members}, '}}'))"
 
     def _payload_rebuilt(self) -> str:
-        """The canonical payload of such a record without json_merge_patch (which parses the
-        payload again): the payload's members the patch does not name, in their order, then the
-        patch's kept members in its order, which is how json_merge_patch orders its result. The old
-        names in the patch are always removed here: the lean layouts never send both names."""
+        """The canonical payload's JSON text for such a record without json_merge_patch (which
+        parses the payload again) or json_object (which parses its JSON arguments again): the
+        payload's members the patch does not name, in their order, then the patch's kept members
+        in its order, which is how json_merge_patch orders its result. Members read from the one
+        parse keep their JSON text; computed values are written by to_json, the writer json_object
+        uses (NULL as null, as json_object writes it). The old names in the patch are always
+        removed here: the lean layouts never send both names."""
         patch, moved = payload_patch_items(self.reader, self.group.etype)
         members = [
-            (key, self.reader.raw(f"payload.{key}")) for key in self._payload_keys() if key not in patch
+            (key, f"{self.reader.raw(f'payload.{key}')}::VARCHAR")
+            for key in self._payload_keys()
+            if key not in patch
         ]
-        members += [(key, value) for key, value in patch.items() if key not in moved]
-        return "json_object(" + ", ".join(f"{sql_str(key)}, {value}" for key, value in members) + ")"
+        for key, value in patch.items():
+            if key in moved:
+                continue
+            # A canonical field resolved across layouts is a column of JSON text already.
+            text = (
+                f"{value}::VARCHAR" if value in self.reader.json_columns() else f"to_json({value})::VARCHAR"
+            )
+            members.append((key, f"coalesce({text}, 'null')"))
+        return (
+            "concat("
+            + ", ".join(
+                f"'{',' if i else '{'}{json.dumps(key)}:', {text}" for i, (key, text) in enumerate(members)
+            )
+            + ", '}')"
+        )
 
     def accepts(self) -> str:
         """SQL: every conservative check of the record's shape and values (before the rules).

@@ -1038,11 +1038,16 @@ def judge_rest(verdict: LeanVerdict, con: duckdb.DuckDBPyConnection | None = Non
 
 
 @contextmanager
-def utc_connection(con: duckdb.DuckDBPyConnection | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The caller's connection, or a new in-memory one closed afterwards; in UTC either way."""
+def utc_connection(
+    con: duckdb.DuckDBPyConnection | None = None, *, threads: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The caller's connection, or a new in-memory one closed afterwards (with `threads` worker
+    threads where given); in UTC either way."""
     own = con is None
     con = con or duckdb.connect()
     try:
+        if own and threads:
+            con.execute(f"SET threads = {int(threads)}")
         con.execute("SET TimeZone = 'UTC'")
         yield con
     finally:

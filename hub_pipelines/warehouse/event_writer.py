@@ -84,7 +84,9 @@ class StoredIds:
         kept = [b.rows["event_id"].filter(b.keep) for b in batches if b.rows.num_rows and b.kept]
         if not kept:
             return cls(set(), set())
-        warehouse.stage(conn, "candidate_ids", pa.table({"event_id": pa.chunked_array(kept)}))
+        # From the chunks: pa.chunked_array over ChunkedArrays converts them value by value.
+        ids = pa.chunked_array([chunk for column in kept for chunk in column.chunks], kept[0].type)
+        warehouse.stage(conn, "candidate_ids", pa.table({"event_id": ids}))
         try:
             with conn.begin():
                 # Each result is read before the next statement: DuckDB's cursor holds one.

@@ -27,10 +27,14 @@ from hub_pipelines.events import contract
 metadata = MetaData()
 
 # The raw text and JSON documents dominate the bytes an ingest writes: zstd stores them several
-# times smaller than DuckDB's own choice, in less time. Only those columns: identifiers keep the
-# default, so scanning event_ids to de-duplicate does not decompress zstd (benchmarks/ingest.py:
-# the warehouse file 274 MB against 445 MB with every column zstd).
+# times smaller than DuckDB's own choice, in less time. Only those columns: the other identifiers
+# keep the default, so scanning them does not decompress zstd (benchmarks/ingest.py: the warehouse
+# file 274 MB against 445 MB with every column zstd).
 _ZSTD = {"duckdb_compression": "zstd"}
+# event_id is a random UUID: DuckDB's dictionary and FSST analysis finds nothing to share in it,
+# yet cost a tenth of the insert (benchmarks/ingest.py: 3.4 against 3.7 us a row, the file 6%
+# larger), and de-duplication scans it without decoding.
+_UNCOMPRESSED = {"duckdb_compression": "uncompressed"}
 
 
 @compiles(CreateColumn, "duckdb")
@@ -53,7 +57,7 @@ def _ts(name: str, nullable: bool = True, **kw) -> Column:
 events = Table(
     "events",
     metadata,
-    Column("event_id", String(36), nullable=False),
+    Column("event_id", String(36), nullable=False, info=_UNCOMPRESSED),
     _ts("event_time", nullable=False),
     Column("tenant_id", String(128), nullable=False),
     Column("source_module", String(32), nullable=False),
