@@ -141,16 +141,6 @@ class _LeanReader:
     def present(self, dotted: str) -> str:
         return f"({self.text(dotted)} IS NOT NULL)"
 
-    def nested_text(self, dotted: str) -> str:
-        """A value below a payload map (payload.dimensions.model) as json_extract_string reads it,
-        from the one parse: the text of a plain string or scalar, the parsed value of an escaped
-        string."""
-        parent, rest = dotted.rsplit(".", 1)
-        olds = [old for old, _ in self._legacy.renames(parent)]
-        column = self._fields.column(dotted, f"{olds[0]}.{rest}" if olds else dotted)
-        plain = json_text_value(column).text
-        return f"CASE WHEN contains({column}::VARCHAR, '\\') THEN json_extract_string({column}, '$') ELSE {plain} END"
-
     def json_columns(self) -> set[str]:
         """The columns of JSON text resolved across layouts (`canon`)."""
         return set(self._fields.columns)
@@ -325,15 +315,31 @@ class _LeanGroup:
         self.rules = [cond for cond, code, _, _ in rules if code != "timestamp_too_old"]
         # The version's text as checked by the pattern: no second parse of it.
         self.out["schema_version"] = r.canon("schema_version").s
-        # Dimensions straight from the one parse instead of a second parse of each map; the
-        # same values as sql_validator._dimension_columns (tests hold the two paths equal).
-        for dim, by_type in contract.DIMENSION_SOURCES.items():
-            sources = [
-                r.nested_text(f"payload.{path}") if "." in path else r.canon(f"payload.{path}").text
-                for path in by_type.get(group.etype, ())
-            ]
-            if sources:
-                self.out[dim] = sources[0] if len(sources) == 1 else f"coalesce({', '.join(sources)})"
+        # Dimensions from the group's map (payload.dimensions, payload.attribution), read as
+        # sql_validator._dimension_columns reads them: one small parse of the map's text, for the
+        # kept rows only (`dimv`, computed last). Reading each dimension in the record's one parse
+        # cost more: a path from the root per dimension and layout, for every record.
+        self.dim_values, dims = self._dimension_values()
+        self.out |= dims
+
+    def _dimension_values(self) -> tuple[str, dict[str, str]]:
+        """SQL for the list of this group's dimension values, and each dimension's element of it."""
+        pairs = [
+            path.partition(".")[::2] + (dim,)
+            for dim, by_type in contract.DIMENSION_SOURCES.items()
+            for path in by_type.get(self.group.etype, ())
+        ]
+        if not pairs:
+            return "NULL::VARCHAR[]", {}
+        heads = {head for head, _, _ in pairs}
+        dims = [dim for _, _, dim in pairs]
+        if len(heads) != 1 or not all(key for _, key, _ in pairs) or len(set(dims)) != len(dims):
+            raise NotImplementedError(f"no lean reading of the dimensions of {self.group.etype} events")
+        source = self.reader.canon(f"payload.{heads.pop()}").v
+        keys = ", ".join(sql_str(f'$."{key}"') for _, key, _ in pairs)
+        return f"json_extract_string({source}, [{keys}])", {
+            dim: f"dimv[{i}]" for i, dim in enumerate(dims, 1)
+        }
 
     def _payload_keys(self) -> list[str]:
         """The payload's keys as this layout sends them, in the schema's order."""
@@ -499,10 +505,13 @@ WITH parsed AS (
     SELECT *, {_by_group(groups, [g.payload_norm for g in groups])} AS payload_norm
     FROM normal
     WHERE event_time IS NOT NULL AND NOT coalesce({_by_group(groups, [g.rule_broken() for g in groups])}, true)
+), dimmed AS (
+    SELECT *, {_by_group(groups, [g.dim_values for g in groups])} AS dimv
+    FROM kept
 )
 SELECT row_id,
     {out_cols}
-FROM kept
+FROM dimmed
 """
 
 
