@@ -78,6 +78,14 @@ class _Paths:
             self.dotted.append(dotted)
         return self.dotted.index(dotted) + 1
 
+    def column(self, dotted: str) -> str:
+        """The column holding the path's JSON text (`columns` makes them from the parse's list:
+        each use of a list element would extract it again)."""
+        return f"j{self.index(dotted)}"
+
+    def columns(self) -> str:
+        return ", ".join(f"j[{i}] AS j{i}" for i in range(1, len(self.dotted) + 1))
+
     def sql_list(self) -> str:
         return (
             "["
@@ -97,11 +105,11 @@ class _Fields:
 
     def column(self, dotted: str, legacy_name: str) -> str:
         name = "f_" + re.sub(r"[^a-z0-9_]", "_", dotted.lower().replace(".", "__"))
-        new = f"j[{self.paths.index(dotted)}]"
+        new = self.paths.column(dotted)
         expr = (
             new
             if legacy_name == dotted
-            else f"CASE WHEN is_legacy THEN j[{self.paths.index(legacy_name)}] ELSE {new} END"
+            else f"CASE WHEN is_legacy THEN {self.paths.column(legacy_name)} ELSE {new} END"
         )
         if self.columns.setdefault(name, expr) != expr:
             raise NotImplementedError(f"{dotted} has different legacy names in different event types")
@@ -110,7 +118,7 @@ class _Fields:
 
 class _LeanReader:
     """Stands in for `sql_validator._Compiler` inside `normalisation`: a group's canonical fields
-    read from `j`, the list of the record's field JSON texts. The lean layouts send a renamed field
+    read from `j1`, `j2`..., the record's field JSON texts. The lean layouts send a renamed field
     under its old name only, so each canonical field has exactly one name here."""
 
     def __init__(self, group: Group, paths: _Paths, fields: _Fields) -> None:
@@ -133,10 +141,10 @@ class _LeanReader:
 
     def text(self, dotted: str) -> str:
         """The JSON text at a path as sent, as VARCHAR (NULL when absent)."""
-        return f"j[{self._paths.index(dotted)}]::VARCHAR"
+        return f"{self._paths.column(dotted)}::VARCHAR"
 
     def raw(self, dotted: str) -> str:
-        return f"j[{self._paths.index(dotted)}]"
+        return self._paths.column(dotted)
 
     def present(self, dotted: str) -> str:
         return f"({self.text(dotted)} IS NOT NULL)"
@@ -479,8 +487,10 @@ WITH parsed AS (
         len(json_keys(raw)) AS nkeys
     FROM records
     WHERE utf8_ok AND starts_with(raw, '{{') AND json_valid(raw)
+), fields AS (
+    SELECT * EXCLUDE (j), {paths.columns()} FROM parsed
 ), majored AS (
-    SELECT *, {groups[0].major()} AS major FROM parsed
+    SELECT *, {groups[0].major()} AS major FROM fields
 ), grouped AS (
     SELECT *, CASE {" ".join(f"WHEN {g.matches()} THEN {g.number}" for g in groups)} END AS gid
     FROM majored
