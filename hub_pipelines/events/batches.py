@@ -144,9 +144,11 @@ def finish_batches(started: StartedBatches, *, check: bool = True) -> list[Prepa
     landed, received_at = started.landed, started.received_at
     prepared: dict[int, PreparedBatch] = {}
     if started.readable:
-        # One thread: this stage's statements are small and many (ingest runs it beside the
-        # next chunk's lean statement), and starting the workers of a second cost more than they saved.
-        with utc_connection(threads=1) as con:
+        # One thread after the lean path: this stage's statements are then small and many (ingest
+        # runs it beside the next chunk's lean statement), and starting the workers of a second
+        # cost more than they saved. Without it the full statements judge every record.
+        lean = started.verdict.accepted is not None
+        with utc_connection(threads=1 if lean else None) as con:
             validated = judge_rest(started.verdict, con)
             for position, i in enumerate(started.readable):
                 prepared[i] = _cut(con, landed[i], validated.for_batch(position), received_at)
