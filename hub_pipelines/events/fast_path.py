@@ -3,7 +3,7 @@ made of, and leaves every other record to the full compiled validator (`sql_vali
 
 The full validator spends about 15 microseconds a record: a router pass, then a statement per
 group that extracts every field three ways and evaluates every schema check, building reasons;
-this path about 9 (docs/BENCHMARKS.md).
+this path about 6 (docs/BENCHMARKS.md).
 Most records are valid and come in a few layouts (canonical telemetry and cost, legacy 1.x
 telemetry), so this path asks a cheaper question first: can this record be shown, with a few
 conservative checks, to have nothing wrong with it? One JSON parse gives the JSON text of every
@@ -16,9 +16,10 @@ It is sound by construction, not by sampling:
   where a string is expected all send the record to the full validator);
 - the values of an accepted record are computed by the expressions the full validator uses
   (`sql_validator.normalisation`), read from the same JSON texts. Three are computed another
-  way, for speed: the canonical payload without parsing it a second time, the dimensions from
-  the one parse, the event time without ICU where the offset is zero; the tests hold every
-  column byte for byte equal to the full path's;
+  way, for speed: the canonical payload's text joined from its members' texts without parsing
+  it again, the dimensions from one small parse of their map for the kept rows only, the event
+  time without ICU where the offset is zero; the tests hold every column byte for byte equal to
+  the full path's;
 - the one rule that needs the whole batch (timestamp_too_old) is applied by the caller, who
   sends the records it catches to the full validator for their reasons.
 tests/unit/events/test_fast_path.py holds the two paths to identical output on generated and
