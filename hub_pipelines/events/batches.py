@@ -203,9 +203,10 @@ def _first_occurrences(rows: pa.Table) -> pa.Array:
     valid = np.flatnonzero(rows["is_valid"].to_numpy(zero_copy_only=False))
     keep = np.zeros(rows.num_rows, dtype=bool)
     if len(valid):
-        ids = rows["event_id"].take(pa.array(valid)).combine_chunks().dictionary_encode()
-        codes = ids.indices.to_numpy(zero_copy_only=False)
-        rec_idx = rows["rec_idx"].take(pa.array(valid)).to_numpy()
+        positions = pa.array(valid)
+        codes = rows["event_id"].take(positions).combine_chunks().dictionary_encode().indices
+        codes = codes.to_numpy(zero_copy_only=False)
+        rec_idx = rows["rec_idx"].take(positions).to_numpy()
         order = np.lexsort((rec_idx, codes))
         first = np.ones(len(valid), dtype=bool)
         first[1:] = codes[order[1:]] != codes[order[:-1]]

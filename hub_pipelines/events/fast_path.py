@@ -333,11 +333,11 @@ class _LeanGroup:
 
     def _dimension_values(self) -> tuple[str, dict[str, str]]:
         """SQL for the list of this group's dimension values, and each dimension's element of it."""
-        pairs = [
-            path.partition(".")[::2] + (dim,)
-            for dim, by_type in contract.DIMENSION_SOURCES.items()
-            for path in by_type.get(self.group.etype, ())
-        ]
+        pairs = []  # (map, key, dimension)
+        for dim, by_type in contract.DIMENSION_SOURCES.items():
+            for path in by_type.get(self.group.etype, ()):
+                head, _, key = path.partition(".")
+                pairs.append((head, key, dim))
         if not pairs:
             return "NULL::VARCHAR[]", {}
         heads = {head for head, _, _ in pairs}
@@ -357,16 +357,11 @@ class _LeanGroup:
 
     def _payload_as_sent(self) -> str:
         """SQL: the payload is exactly its schema's fields, all present, in the schema's order.
-        Its JSON text is then the members' texts joined, as the one parse wrote them. One concat()
-        builds the text once (a chain of || copies it at every step); concat() skips NULLs, so
-        every member is required present first."""
-        texts = [self.reader.text("payload." + key) for key in self._payload_keys()]
-        members = ", ".join(
-            f"'{',' if i else '{'}{json.dumps(key)}:', {text}"
-            for i, (key, text) in enumerate(zip(self._payload_keys(), texts, strict=True))
-        )
-        present = " AND ".join(f"{text} IS NOT NULL" for text in texts)
-        return f"({present} AND {self.reader.text('payload')} = concat({members}, '}}'))"
+        Its JSON text is then the members' texts joined, as the one parse wrote them. concat()
+        skips NULLs, so every member is required present first."""
+        members = [(key, self.reader.text("payload." + key)) for key in self._payload_keys()]
+        present = " AND ".join(f"{text} IS NOT NULL" for _, text in members)
+        return f"({present} AND {self.reader.text('payload')} = {_object_text(members)})"
 
     def _payload_rebuilt(self) -> str:
         """The canonical payload's JSON text for such a record without json_merge_patch (which
@@ -390,13 +385,7 @@ class _LeanGroup:
                 f"{value}::VARCHAR" if value in self.reader.json_columns() else f"to_json({value})::VARCHAR"
             )
             members.append((key, f"coalesce({text}, 'null')"))
-        return (
-            "concat("
-            + ", ".join(
-                f"'{',' if i else '{'}{json.dumps(key)}:', {text}" for i, (key, text) in enumerate(members)
-            )
-            + ", '}')"
-        )
+        return _object_text(members)
 
     def accepts(self) -> str:
         """SQL: every conservative check of the record's shape and values (before the rules).
@@ -425,6 +414,13 @@ class _LeanGroup:
 
     def rule_broken(self) -> str:
         return " OR ".join(f"coalesce({cond}, false)" for cond in self.rules) or "false"
+
+
+def _object_text(members: list[tuple[str, str]]) -> str:
+    """SQL: the compact JSON text of an object with these (key, SQL of the member's JSON text)
+    members, in order, built by one concat() (a chain of || copies the text at every step)."""
+    parts = [f"'{',' if i else '{'}{json.dumps(key)}:', {text}" for i, (key, text) in enumerate(members)]
+    return f"concat({', '.join(parts)}, '}}')"
 
 
 def _by_group(groups: list[_LeanGroup], exprs: list[str]) -> str:

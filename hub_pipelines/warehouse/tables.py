@@ -32,7 +32,7 @@ metadata = MetaData()
 # file 274 MB against 445 MB with every column zstd).
 _ZSTD = {"duckdb_compression": "zstd"}
 # event_id is a random UUID: DuckDB's dictionary and FSST analysis finds nothing to share in it,
-# yet cost a tenth of the insert (benchmarks/ingest.py: 3.4 against 3.7 us a row, the file 6%
+# yet costs a tenth of the insert (benchmarks/ingest.py: 3.4 against 3.7 us a row, the file 6%
 # larger), and de-duplication scans it without decoding.
 _UNCOMPRESSED = {"duckdb_compression": "uncompressed"}
 
