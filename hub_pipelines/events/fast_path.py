@@ -46,6 +46,8 @@ from hub_pipelines.events.sql_validator import (
     _Compiler,
     _epoch_millis_to_text,
     _Value,
+    dimension_list,
+    dimension_sources,
     normalisation,
     payload_patch_items,
     select_more,
@@ -333,21 +335,16 @@ class _LeanGroup:
 
     def _dimension_values(self) -> tuple[str, dict[str, str]]:
         """SQL for the list of this group's dimension values, and each dimension's element of it."""
-        pairs = []  # (map, key, dimension)
-        for dim, by_type in contract.DIMENSION_SOURCES.items():
-            for path in by_type.get(self.group.etype, ()):
-                head, _, key = path.partition(".")
-                pairs.append((head, key, dim))
-        if not pairs:
+        by_map = dimension_sources(self.group.etype)
+        if not by_map:
             return "NULL::VARCHAR[]", {}
-        heads = {head for head, _, _ in pairs}
-        dims = [dim for _, _, dim in pairs]
-        if len(heads) != 1 or not all(key for _, key, _ in pairs) or len(set(dims)) != len(dims):
+        pairs = [pair for pairs in by_map.values() for pair in pairs]
+        # One map, each dimension once in it (the full path coalesces a dimension's sources).
+        if len(by_map) != 1 or "" in by_map or len({dim for dim, _ in pairs}) != len(pairs):
             raise NotImplementedError(f"no lean reading of the dimensions of {self.group.etype} events")
-        source = self.reader.canon(f"payload.{heads.pop()}").v
-        keys = ", ".join(sql_str(f'$."{key}"') for _, key, _ in pairs)
-        return f"json_extract_string({source}, [{keys}])", {
-            dim: f"dimv[{i}]" for i, dim in enumerate(dims, 1)
+        (head,) = by_map
+        return dimension_list(self.reader, head, pairs), {
+            dim: f"dimv[{i}]" for i, (dim, _) in enumerate(pairs, start=1)
         }
 
     def _payload_keys(self) -> list[str]:

@@ -882,27 +882,36 @@ def payload_patch_items(c: _Compiler, etype: str) -> tuple[dict[str, str], set[s
 def _dimension_columns(c: _Compiler, etype: str | None) -> dict[str, str]:
     """Dimension columns read from the canonical payload maps: one list extraction per map."""
     out = {dim: "NULL" for dim in contract.DIMENSIONS}
-    by_map: dict[str, list[tuple[str, str]]] = {}  # payload map or field -> [(dim, key)]
-    for dim, by_type in contract.DIMENSION_SOURCES.items():
-        for path in by_type.get(etype, ()):
-            head, _, key = path.partition(".")
-            by_map.setdefault(head if key else "", []).append((dim, key or head))
     found: dict[str, list[str]] = {}
-    for head, pairs in by_map.items():
+    for head, pairs in dimension_sources(etype).items():
         if not head:
             # Fields of the payload itself: their canonical columns already follow renames.
             for dim, key in pairs:
                 found.setdefault(dim, []).append(c.canon(f"payload.{key}").text)
             continue
-        source = c.canon(f"payload.{head}").v
-        values = (
-            f"json_extract_string({source}, {_sql_list(f'$.{chr(34)}{key}{chr(34)}' for _, key in pairs)})"
-        )
+        values = dimension_list(c, head, pairs)
         for i, (dim, _) in enumerate(pairs, start=1):
             found.setdefault(dim, []).append(f"{values}[{i}]")
     for dim, exprs in found.items():
         out[dim] = exprs[0] if len(exprs) == 1 else f"coalesce({', '.join(exprs)})"
     return out
+
+
+def dimension_sources(etype: str | None) -> dict[str, list[tuple[str, str]]]:
+    """Where an event type's dimensions are: payload map -> [(dimension, key)], with "" for
+    fields of the payload itself (contract.DIMENSION_SOURCES)."""
+    by_map: dict[str, list[tuple[str, str]]] = {}
+    for dim, by_type in contract.DIMENSION_SOURCES.items():
+        for path in by_type.get(etype, ()):
+            head, _, key = path.partition(".")
+            by_map.setdefault(head if key else "", []).append((dim, key or head))
+    return by_map
+
+
+def dimension_list(c: _Compiler, head: str, pairs: list[tuple[str, str]]) -> str:
+    """SQL: the values of the (dimension, key) pairs of one payload map, as a list."""
+    keys = _sql_list(f"$.{chr(34)}{key}{chr(34)}" for _, key in pairs)
+    return f"json_extract_string({c.canon(f'payload.{head}').v}, {keys})"
 
 
 def _payload_fields(c: _Compiler, etype: str) -> list[str]:
